@@ -1,0 +1,83 @@
+"""eventsvc: event and webinar registration."""
+from pathlib import Path
+
+from flask import Flask, has_request_context, request, session
+
+from config import config_for
+from .extensions import babel, csrf, db, login_manager, mail, migrate
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def create_app(config=None):
+    """Build the app. `config` is a mapping of settings that override the environment."""
+    overrides = dict(config or {})
+    app = Flask(__name__, template_folder=str(PROJECT_DIR / "templates"),
+                instance_path=str(PROJECT_DIR / "instance"))
+    # (the instance folder itself comes from INSTANCE_DIR in the config)
+    app.config.from_object(config_for(overrides.get("EVENTSVC_ENV")))
+    app.config.update(overrides)
+    Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
+
+    _init_extensions(app)
+    _register_blueprints(app)
+    _register_template_helpers(app)
+
+    from .errors import register_error_handlers
+    from .cli import register_cli
+
+    register_error_handlers(app)
+    register_cli(app)
+    return app
+
+
+def select_locale():
+    if not has_request_context():
+        return None  # CLI and worker: the default, or what force_locale() says
+    choice = session.get("lang")
+    if choice in ("nl", "en"):
+        return choice
+    return request.accept_languages.best_match(("nl", "en")) or "nl"
+
+
+def _init_extensions(app):
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), compare_type=True)
+    csrf.init_app(app)
+    mail.init_app(app)
+    babel.init_app(app, locale_selector=select_locale,
+                   default_translation_directories=str(PROJECT_DIR / "translations"))
+    login_manager.init_app(app)
+    from .auth.models import load_organiser
+
+    login_manager.user_loader(load_organiser)
+    login_manager.login_view = "auth.login"
+
+    from . import models  # noqa: F401  (register every table with the metadata)
+
+
+def _register_blueprints(app):
+    from .events.views import bp as events_bp
+    from .registrations.views import bp as registrations_bp
+
+    app.register_blueprint(events_bp)
+    app.register_blueprint(registrations_bp)
+    if app.config["EVENTSVC_ENV"] == "development":
+        from .devmail.views import devmail_bp
+
+        app.register_blueprint(devmail_bp)
+
+
+def _register_template_helpers(app):
+    from flask_babel import get_locale
+
+    from .formatting import format_moment, format_when, render_markdown
+
+    def locale():
+        return str(get_locale() or "nl")
+
+    app.jinja_env.globals.update(current_locale=locale)
+    app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.globals["when"] = lambda event, locale_=None: format_when(
+        event.starts_at, event.ends_at, event.tz, locale_ or locale())
+    app.jinja_env.globals["moment"] = lambda value, tz, locale_=None: format_moment(value, tz, locale_ or locale())

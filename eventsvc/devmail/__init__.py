@@ -1,0 +1,1 @@
+"""Development mail: a local SMTP sink and a page to read what it received."""

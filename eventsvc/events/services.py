@@ -1,0 +1,26 @@
+"""Reading events for the public pages."""
+from datetime import datetime
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..types import utcnow
+from .models import Event
+
+
+def list_upcoming(*, now: datetime | None = None, audience: str | None = None, region: str | None = None):
+    """Published and cancelled events that have not ended, soonest first."""
+    now = now or utcnow()
+    query = select(Event).where(Event.status.in_(("published", "cancelled")), Event.ends_at > now)
+    if audience:
+        query = query.where(Event.audience.ilike(f"%{audience}%"))
+    if region:
+        query = query.where(Event.region == region)
+    return db.session.scalars(query.order_by(Event.starts_at, Event.id)).all()
+
+
+def get_public_event(slug: str) -> Event | None:
+    """An event the public may see: anything but a draft."""
+    if not slug or len(slug) > 120:
+        return None
+    return db.session.scalar(select(Event).where(Event.slug == slug, Event.status != "draft"))

@@ -1,0 +1,56 @@
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask_babel import get_locale
+
+from ..errors import ServiceError
+from ..registrations.forms import RegistrationForm
+from ..registrations.services import register, registration_refusal
+from ..types import utcnow
+from . import services
+
+bp = Blueprint("events", __name__)
+
+
+def _event_or_404(slug):
+    event = services.get_public_event(slug)
+    if event is None:
+        abort(404)
+    return event
+
+
+@bp.get("/")
+def upcoming():
+    audience = (request.args.get("voor") or "").strip()[:100]
+    events = services.list_upcoming(audience=audience or None)
+    return render_template("events/upcoming.html", events=events, audience=audience)
+
+
+@bp.route("/e/<slug>", methods=["GET", "POST"])
+def show(slug):
+    event = _event_or_404(slug)
+    form = RegistrationForm()
+    refusal = registration_refusal(event, utcnow())
+    if request.method == "POST":
+        if refusal:
+            form.form_errors.append(str(refusal))
+        elif form.validate_on_submit():
+            try:
+                result = register(event, name=form.name.data, email=form.email.data,
+                                  organisation=form.organisation.data or "", role=form.role.data or "",
+                                  locale=str(get_locale()))
+            except ServiceError as error:
+                form.form_errors.append(str(error.message))
+            else:
+                session["registered"] = {"slug": event.slug, "status": result.shown_status,
+                                         "email": form.email.data}
+                return redirect(url_for("events.registered", slug=event.slug), 303)
+        return render_template("events/show.html", event=event, form=form, refusal=refusal), 422
+    return render_template("events/show.html", event=event, form=form, refusal=refusal)
+
+
+@bp.get("/e/<slug>/aangemeld")
+def registered(slug):
+    event = _event_or_404(slug)
+    outcome = session.get("registered")
+    if not outcome or outcome.get("slug") != slug:
+        return redirect(url_for("events.show", slug=slug))
+    return render_template("events/registered.html", event=event, outcome=outcome)

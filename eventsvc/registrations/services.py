@@ -1,0 +1,173 @@
+"""Registering and cancelling: the rules for seats and the waiting list.
+
+Invariant 1 (no overbooking): a seat is taken only by the conditional UPDATE in
+`_take_seat`, which the database evaluates atomically against the current row.
+Every function here is one unit of work: it commits on success and rolls back
+on any refusal or error, so nothing is ever half-written.
+"""
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select, update
+
+from ..errors import ServiceError
+from ..events.models import Event
+from ..extensions import db
+from ..formatting import current_locale, format_moment
+from ..transaction import unit_of_work
+from ..types import utcnow
+from .models import Registration
+from . import notifications
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    registration: Registration
+    # What the person at the keyboard is told: "confirmed" or "waitlisted".
+    # For a repeat registration this is what a newcomer would have got, so the
+    # page never reveals whether an address was registered before.
+    shown_status: str
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def registration_refusal(event: Event, now: datetime):
+    """Why registration is closed right now, or None when it is open."""
+    if event.is_cancelled:
+        return _l("Deze bijeenkomst is geannuleerd; aanmelden is niet meer mogelijk.")
+    if not event.is_published:
+        return _l("Aanmelden voor deze bijeenkomst is nog niet mogelijk.")
+    if event.has_started(now):
+        return _l("Deze bijeenkomst is al begonnen of voorbij; aanmelden is niet meer mogelijk.")
+    if event.registration_opens_at and now < event.registration_opens_at:
+        return _l("Aanmelden kan vanaf %(when)s.",
+                  when=format_moment(event.registration_opens_at, event.tz, current_locale()))
+    if event.registration_closes_at and now >= event.registration_closes_at:
+        return _l("De aanmelding voor deze bijeenkomst is gesloten.")
+    return None
+
+
+def register(event: Event, *, name: str, email: str, organisation: str = "", role: str = "",
+             locale: str = "nl", now: datetime | None = None) -> RegistrationResult:
+    """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
+    now = now or utcnow()
+    # A unique-constraint clash means the same address registered at the same
+    # moment; the retry then sees that row and treats this as a repeat.
+    return unit_of_work(lambda: _register(event, name=name, email=email, organisation=organisation,
+                                          role=role, locale=locale, now=now), retry_integrity=True)
+
+
+def _register(event, *, name, email, organisation, role, locale, now):
+    refusal = registration_refusal(event, now)
+    if refusal:
+        raise ServiceError(refusal)
+    key = normalize_email(email)
+    existing = db.session.scalar(
+        select(Registration).where(Registration.event_id == event.id, Registration.email_normalized == key)
+    )
+    if existing is not None and existing.is_active:
+        notifications.notify_already_registered(existing, now=now)
+        db.session.refresh(event)
+        return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed")
+
+    registration = existing or Registration(event_id=event.id, email_normalized=key)
+    registration.name, registration.email = name, email.strip()
+    registration.organisation, registration.role, registration.locale = organisation, role, locale
+    registration.registered_at, registration.consent_at, registration.cancelled_at = now, now, None
+    registration.reschedule_response = registration.reschedule_response_at = None
+    registration.event = event
+    # A newcomer never jumps the queue: seats go to the waiting list first.
+    if not _has_waitlist(event) and _take_seat(event):
+        registration.status, registration.waitlisted_at = "confirmed", None
+        db.session.add(registration)
+        db.session.flush()
+        notifications.notify_confirmed(registration, now=now)
+    else:
+        registration.status, registration.waitlisted_at = "waitlisted", now
+        db.session.add(registration)
+        db.session.flush()
+        notifications.notify_waitlisted(registration, now=now)
+    return RegistrationResult(registration, registration.status)
+
+
+def _take_seat(event: Event) -> bool:
+    """Take one seat with a single conditional write; False when the event is full."""
+    taken = db.session.execute(
+        update(Event)
+        .where(Event.id == event.id)
+        .where((Event.capacity.is_(None)) | (Event.confirmed_count < Event.capacity))
+        .values(confirmed_count=Event.confirmed_count + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    return taken
+
+
+def _release_seat(event: Event) -> None:
+    db.session.execute(
+        update(Event).where(Event.id == event.id, Event.confirmed_count > 0)
+        .values(confirmed_count=Event.confirmed_count - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _has_waitlist(event: Event) -> bool:
+    return db.session.scalar(
+        select(Registration.id).where(Registration.event_id == event.id, Registration.status == "waitlisted").limit(1)
+    ) is not None
+
+
+def _lock_event(event: Event) -> None:
+    """Serialise seat moves on one event (PostgreSQL row lock; SQLite's write lock already does)."""
+    db.session.execute(select(Event.id).where(Event.id == event.id).with_for_update())
+
+
+def cancel_registration(registration: Registration, *, now: datetime | None = None,
+                        notify: bool = True) -> Registration | None:
+    """Cancel a registration, free its seat and promote the first on the waiting list.
+
+    Returns the promoted registration, if any. One transaction.
+    """
+    now = now or utcnow()
+    return unit_of_work(lambda: cancel_registration_in_transaction(registration, now=now, notify=notify))
+
+
+def cancel_registration_in_transaction(registration, *, now, notify=True):
+    event = registration.event
+    _lock_event(event)
+    db.session.refresh(registration)
+    if registration.is_cancelled:
+        return None
+    was_confirmed = registration.is_confirmed
+    registration.status, registration.cancelled_at = "cancelled", now
+    if notify:
+        notifications.notify_registration_cancelled(registration, now=now)
+    notifications.withdraw_pending(registration)
+    if not was_confirmed:
+        return None
+    _release_seat(event)
+    return promote_next(event, now=now)
+
+
+def promote_next(event: Event, *, now: datetime) -> Registration | None:
+    """Give a free seat to the first person on the waiting list (caller holds the event lock)."""
+    first = db.session.scalar(
+        select(Registration)
+        .where(Registration.event_id == event.id, Registration.status == "waitlisted")
+        .order_by(Registration.waitlisted_at, Registration.id)
+        .limit(1)
+    )
+    if first is None or event.is_cancelled or not _take_seat(event):
+        return None
+    first.status, first.waitlisted_at = "confirmed", None
+    db.session.flush()
+    notifications.notify_promoted(first, now=now)
+    return first
+
+
+def get_by_token(token: str) -> Registration | None:
+    if not token or len(token) > 64:
+        return None
+    return db.session.scalar(select(Registration).where(Registration.token == token))

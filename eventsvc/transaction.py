@@ -1,0 +1,45 @@
+"""One unit of work: commit all of it or none of it, retrying lost races."""
+import random
+import time
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from .extensions import db
+
+# SQLite: another writer holds the lock, or our snapshot went stale (WAL).
+# PostgreSQL: deadlock_detected, serialization_failure.
+_RETRYABLE_PG_CODES = {"40P01", "40001"}
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    original = getattr(error, "orig", None)
+    if getattr(original, "sqlstate", None) in _RETRYABLE_PG_CODES:
+        return True
+    message = str(original or "").lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
+    """Run `work()` and commit; roll back on any error.
+
+    A transaction that lost a race (a lock, a stale snapshot, or with
+    `retry_integrity` a unique constraint another request just satisfied) is
+    run again from the start, so `work` must read everything it decides on.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except IntegrityError:
+            db.session.rollback()
+            if not retry_integrity or attempt == attempts:
+                raise
+        except DBAPIError as error:
+            db.session.rollback()
+            if not _is_retryable(error) or attempt == attempts:
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+        except BaseException:
+            db.session.rollback()
+            raise

@@ -1,0 +1,72 @@
+"""Invariant 1: no overbooking, however many people register at once."""
+import threading
+
+from sqlalchemy import func, select
+
+from eventsvc.events.models import Event
+from eventsvc.extensions import db
+from eventsvc.outbox.models import Message
+from eventsvc.registrations.models import Registration
+from eventsvc.registrations.services import cancel_registration, register
+
+
+def _in_threads(app, count, work):
+    errors, barrier = [], threading.Barrier(count)
+
+    def run(i):
+        with app.app_context():
+            try:
+                barrier.wait()
+                work(i)
+            except Exception as error:  # collected and reported below
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    db.session.rollback()  # end this thread's read snapshot: see what the threads wrote
+
+
+def test_many_threads_racing_for_the_last_seats_never_overbook(app, make_event):
+    event = make_event(capacity=5)
+    event_id = event.id
+
+    def work(i):
+        register(db.session.get(Event, event_id), name=f"P {i}", email=f"p{i}@example.org")
+
+    _in_threads(app, 24, work)
+    db.session.rollback()  # end the read snapshot, expire everything
+    statuses = db.session.execute(
+        select(Registration.status, func.count()).group_by(Registration.status)).all()
+    assert dict(statuses) == {"confirmed": 5, "waitlisted": 19}
+    assert db.session.get(Event, event_id).confirmed_count == 5
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 24
+
+
+def test_same_address_at_the_same_time_gives_one_row(app, make_event):
+    event_id = make_event(capacity=10).id
+
+    def work(i):
+        register(db.session.get(Event, event_id), name="Zoë", email="ZOE@example.org " if i % 2 else "zoe@example.org")
+
+    _in_threads(app, 8, work)
+    assert db.session.scalar(select(func.count()).select_from(Registration)) == 1
+    assert db.session.get(Event, event_id).confirmed_count == 1
+
+
+def test_concurrent_cancellations_promote_each_waiting_person_once(app, make_event, register):
+    event = make_event(capacity=4)
+    confirmed = [register(event) for _ in range(4)]
+    waiting = [register(event) for _ in range(6)]
+    ids = [r.id for r in confirmed]
+
+    _in_threads(app, 4, lambda i: cancel_registration(db.session.get(Registration, ids[i])))
+    db.session.rollback()  # end the read snapshot, expire everything
+    assert db.session.get(Event, event.id).confirmed_count == 4
+    statuses = [db.session.get(Registration, r.id).status for r in waiting]
+    assert statuses == ["confirmed"] * 4 + ["waitlisted"] * 2
