@@ -81,7 +81,7 @@ class TestingConfig(Config):
     EVENTSVC_ENV = "testing"
     TESTING = True
     SECRET_KEY = "testing-secret-key-not-for-production"
-    SERVER_NAME = None
+    MAIL_SUPPRESS_SEND = False  # tests talk SMTP to a real (local) server
 
 
 CONFIGS = {"development": Config, "production": ProductionConfig, "testing": TestingConfig}

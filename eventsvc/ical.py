@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, timezone
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -150,11 +151,16 @@ def _vtimezones(events: list[CalendarEvent]) -> list[Timezone]:
         zone = ZoneInfo(tzid)
         local = [_utc(t).astimezone(zone) for e in events if e.tzid == tzid
                  for t in (e.starts_at, e.ends_at)]
-        first = date(min(local).year, 1, 1)
-        last = date(max(local).year + 1, 1, 1)
-        result.append(_one_rdate_per_line(
-            Timezone.from_tzid(tzid, first_date=first, last_date=last)))
+        result.append(_vtimezone(tzid, min(local).year, max(local).year))
     return result
+
+
+@lru_cache(maxsize=256)
+def _vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
+    # Generating a zone walks tzdata and costs milliseconds; every invite of an
+    # event needs the same one. Components are never changed after this.
+    return _one_rdate_per_line(Timezone.from_tzid(
+        tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1)))
 
 
 def _one_rdate_per_line(vtimezone: Timezone) -> Timezone:

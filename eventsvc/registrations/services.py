@@ -171,3 +171,34 @@ def get_by_token(token: str) -> Registration | None:
     if not token or len(token) > 64:
         return None
     return db.session.scalar(select(Registration).where(Registration.token == token))
+
+
+def join_state(registration: Registration, *, now: datetime, opens_at: datetime) -> str:
+    """open, not_yet, ended, cancelled, waitlisted or offline (no join link for this event)."""
+    event = registration.event
+    if not event.is_online or not event.join_url:
+        return "offline"
+    if event.is_cancelled or registration.is_cancelled:
+        return "cancelled"
+    if registration.is_waitlisted:
+        return "waitlisted"
+    if event.has_ended(now):
+        return "ended"
+    return "open" if now >= opens_at else "not_yet"
+
+
+def record_join(registration: Registration, *, now: datetime) -> None:
+    """Remember the first use of the join link (attendance)."""
+    if registration.first_joined_at is None:
+        unit_of_work(lambda: db.session.execute(
+            update(Registration).where(Registration.id == registration.id,
+                                       Registration.first_joined_at.is_(None))
+            .values(first_joined_at=now)))
+
+
+def record_reschedule_response(registration: Registration, *, attending: bool, now: datetime | None = None) -> None:
+    def work():
+        registration.reschedule_response = "attending" if attending else "declined"
+        registration.reschedule_response_at = now or utcnow()
+
+    unit_of_work(work)

@@ -1,0 +1,258 @@
+"""Reschedule fan-out: one reschedule, N notices, delivered by 1 or 2 workers.
+
+Per backend and worker count, in a throw-away database:
+1. an online event with N confirmed registrants, bulk-created with executemany
+   (`bench.appdata bulk-registrations`, each with an already-sent confirmation);
+2. `eventsvc.events.services.reschedule_event()` timed until it returns
+   (it commits: one "rescheduled" notice per registrant, one transaction);
+3. a counting aiosmtpd sink process (`bench.smtp_sink`), then W processes of
+   `flask --app wsgi worker` delivering to it; polled until the sink has
+   accepted every queued notice (bounded by --fanout-timeout). Reported:
+   notices/s (first to last accepted), time from launching the workers to the
+   last notice, the workers' peak RSS (VmHWM from /proc), duplicates (the same
+   Message-ID accepted twice), and what the outbox still holds afterwards;
+4. the ceiling, right after, in the same sink set-up: a plain smtplib loop over
+   one connection sending as many messages of the same mean size.
+
+`--fanout-large` adds an N=100,000 run (2 workers on PostgreSQL) for memory:
+the workers' RSS is sampled while they work and must not grow with N.
+
+Needs `reschedule_event` and the `worker` CLI command; when either is missing
+the workload reports "skipped: worker not available yet".
+"""
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import subprocess
+import time
+import uuid
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from .common import FLASK, PYTHON, app_env, appdata, migrate, sqlalchemy_url, throwaway_database
+from .procs import HOST, ROOT, free_port, peak_rss_kib
+
+
+def worker_available(env: dict) -> tuple[bool, str]:
+    service = appdata(env, "has-reschedule", timeout=120)
+    if not service.get("available"):
+        return False, service.get("why", "eventsvc.events.services.reschedule_event does not exist")
+    try:
+        done = subprocess.run([*FLASK, "worker", "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False, "`flask --app wsgi worker --help` did not answer within 120 s"
+    if done.returncode != 0:
+        return False, "`flask --app wsgi worker` does not exist"
+    if "--once" not in done.stdout:
+        return True, "note: `worker --once` is not offered; the continuous worker is used anyway"
+    return True, ""
+
+
+def parse_workers(spec: str) -> dict[str, list[int]]:
+    plan = {}
+    for part in filter(None, spec.split(";")):
+        backend, _, counts = part.partition(":")
+        plan[backend.strip()] = [int(c) for c in counts.split(",") if c]
+    return plan
+
+
+def read_stats(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def start_sink(bench, label: str):
+    port = free_port()
+    stats = bench.workdir / f"sink-{label}-{port}.json"
+    sample = bench.workdir / f"sink-{label}-{port}.eml"
+    proc = bench.procs.start(f"sink-{label}-{port}", [PYTHON, "-m", "bench.smtp_sink", "--port", str(port),
+                                                    "--stats", str(stats), "--sample", str(sample)],
+                             dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc.wait_for_port(port, timeout=30)
+    deadline = time.monotonic() + 10
+    while not stats.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return port, proc, stats, sample
+
+
+def smtplib_ceiling(bench, count: int, size: int, timeout: float) -> dict:
+    """A plain smtplib loop: `count` messages of `size` bytes over one connection, to a fresh sink."""
+    port, proc, stats_path, _sample = start_sink(bench, "ceiling")
+    try:
+        filler = ("Dit is een benchmarkbericht met ongeveer dezelfde grootte als een uitnodiging. " * 2 + "\n")
+        t0 = time.time()
+        deadline = time.monotonic() + timeout
+        sent = 0
+        with smtplib.SMTP(HOST, port, timeout=30) as smtp:
+            for i in range(count):
+                if time.monotonic() >= deadline:
+                    break
+                msg = EmailMessage()
+                msg["From"] = "eventsvc <noreply@bench.example.org>"
+                msg["To"] = f"deelnemer{i}@bench.example.org"
+                msg["Subject"] = "Gewijzigd: Benchmarkbijeenkomst"
+                msg["Message-ID"] = make_msgid(domain="bench.example.org")
+                head = len(bytes(msg))
+                msg.set_content((filler * (max(size - head, 200) // len(filler) + 1))[:max(size - head - 60, 100)])
+                smtp.send_message(msg)
+                sent += 1
+        wait_until = time.monotonic() + 10
+        while read_stats(stats_path).get("count", 0) < sent and time.monotonic() < wait_until:
+            time.sleep(0.05)
+    finally:
+        bench.procs.stop(proc)
+    stats = read_stats(stats_path)
+    first, last = stats.get("first") or t0, stats.get("last") or t0
+    return {"sent": sent, "accepted": stats.get("count", 0), "mean_size": stats.get("mean_size"),
+            "seconds": round(last - t0, 3),
+            "rate_per_s": round((stats.get("count", 0)) / max(last - t0, 1e-9), 1),
+            "steady_rate_per_s": round((stats.get("count", 1) - 1) / max(last - first, 1e-9), 1)}
+
+
+def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers: int, timeout: float) -> dict:
+    slug = f"bench-fanout-{n}-{workers}w-{uuid.uuid4().hex[:4]}"
+    appdata(env, "create-events", json.dumps([{"slug": slug, "capacity": None}]))
+    bulk = appdata(env, "bulk-registrations", slug, str(n), timeout=900)
+    bench.say(f"  {backend}: {n:,} registrants bulk-created in {bulk['seconds']} s")
+    resched = appdata(env, "reschedule", slug, timeout=600)
+    bench.say(f"  {backend}: reschedule_event() returned after {resched['seconds']} s, "
+              f"{resched['rescheduled_rows']} 'rescheduled' rows queued ({resched['pending_rows']} pending)")
+    expected = resched["rescheduled_rows"]
+    row = {"backend": backend, "registrants": n, "workers": workers, "reschedule_s": resched["seconds"],
+           "queued": expected, "bulk_s": bulk["seconds"]}
+
+    port, sink, stats_path, sample = start_sink(bench, f"{backend}-{workers}w")
+    worker_env = dict(env, MAIL_PORT=str(port))
+    procs, rss_samples, peak_kib = [], [], {}
+    try:
+        launched = time.time()
+        for i in range(workers):
+            procs.append(bench.procs.start(f"worker-{backend}-{n}-{i + 1}of{workers}", [*FLASK, "worker"],
+                                           worker_env))
+        deadline = time.monotonic() + timeout
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            count = read_stats(stats_path).get("count", 0)
+            for p in procs:
+                hwm, rss = peak_rss_kib(p.pid)
+                if hwm:
+                    peak_kib[p.pid] = max(peak_kib.get(p.pid, 0), hwm)
+                if rss:
+                    rss_samples.append((count, rss))
+            if count >= expected:
+                break
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            if not any(p.alive() for p in procs):
+                row["note"] = "every worker exited: " + procs[0].log_tail(10)
+                break
+            if time.monotonic() - last_change > 60:
+                row["note"] = f"no progress for 60 s at {count}"
+                break
+        else:
+            row["note"] = f"incomplete after {timeout:.0f} s"
+        for p in procs:  # VmHWM before they exit
+            hwm, _ = peak_rss_kib(p.pid)
+            if hwm:
+                peak_kib[p.pid] = max(peak_kib.get(p.pid, 0), hwm)
+    finally:
+        for p in procs:
+            bench.procs.stop(p, grace=15)
+        time.sleep(0.3)
+        bench.procs.stop(sink)
+    stats = read_stats(stats_path)
+    delivered = stats.get("count", 0)
+    first, last = stats.get("first"), stats.get("last")
+    row.update(
+        delivered=delivered, duplicates=stats.get("duplicates"), mean_size=stats.get("mean_size"),
+        without_message_id=stats.get("without_message_id"),
+        rate_per_s=round((delivered - 1) / (last - first), 1) if delivered > 1 and last > first else None,
+        time_to_last_s=round(last - launched, 2) if last else None,
+        peak_rss_mb=round(max(peak_kib.values()) / 1024, 1) if peak_kib else None,
+        rss_curve=_curve(rss_samples, expected),
+    )
+    body = sample.read_bytes() if sample.exists() else b""
+    row["invite"] = "yes" if b"text/calendar" in body and b"invite.ics" in body else ("no" if body else "–")
+    row["left"] = outbox_left(db_url, slug)
+    if delivered and row.get("mean_size"):
+        ceiling = smtplib_ceiling(bench, delivered, row["mean_size"], timeout=timeout)
+        row["ceiling"] = ceiling
+        row["ceiling_rate_per_s"] = ceiling["steady_rate_per_s"]
+    bench.say(f"  {backend} {workers} worker(s): {delivered}/{expected} delivered, {row.get('rate_per_s')} /s "
+              f"(ceiling {row.get('ceiling_rate_per_s')} /s), peak RSS {row.get('peak_rss_mb')} MB, "
+              f"duplicates {row.get('duplicates')}, left {row['left']}" + (f"; {row['note']}" if 'note' in row else ""))
+    return row
+
+
+def _curve(samples: list[tuple[int, int]], expected: int) -> str:
+    """RSS (MB, one worker) at ~10/50/100 % of the notices delivered: flat means it does not grow with N."""
+    if not samples or not expected:
+        return ""
+    points = []
+    for share in (0.1, 0.5, 1.0):
+        wanted = share * expected
+        at = next((rss for count, rss in samples if count >= wanted), samples[-1][1])
+        points.append(f"{share:.0%}: {at / 1024:.0f}")
+    return ", ".join(points)
+
+
+def outbox_left(db_url: str, slug: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlalchemy_url(db_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT m.status, count(*) FROM messages m JOIN events e ON e.id = m.event_id "
+                "WHERE e.slug = :slug AND m.kind <> 'confirmation' GROUP BY m.status"), {"slug": slug}).all()
+    finally:
+        engine.dispose()
+    counts = dict(rows)
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "sent") or "none"
+
+
+def run_fanout(bench) -> dict:
+    a = bench.args
+    plan = parse_workers(a.fanout_workers)
+    result = {"runs": [], "notes": []}
+    checked = False
+    for backend in a.backends:
+        counts = plan.get(backend, [])
+        if not counts:
+            continue
+        with throwaway_database(backend, bench.workdir, "fanout") as db_url:
+            env = app_env(db_url, bench.workdir / f"instance-fanout-{backend}", extra=a.app_env)
+            migrate(env)
+            if not checked:
+                available, why = worker_available(env)
+                if not available:
+                    bench.say(f"fan-out: skipped: worker not available yet ({why})")
+                    return {"skipped": f"worker not available yet ({why})"}
+                if why:
+                    result["notes"].append(why)
+                checked = True
+            bench.say(f"fan-out on {backend}")
+            for workers in counts:
+                result["runs"].append(delivery_run(bench, backend, db_url, env, n=a.fanout_n, workers=workers,
+                                                   timeout=a.fanout_timeout))
+            if a.fanout_large and backend == "postgresql":
+                workers = max(counts)
+                run = delivery_run(bench, backend, db_url, env, n=a.fanout_large_n, workers=workers,
+                                   timeout=max(a.fanout_timeout, 1200))
+                result["runs"].append(run)
+    for run in result["runs"]:
+        if run.get("rss_curve"):
+            result["notes"].append(f"{run['backend']} {run['registrants']:,}/{run['workers']}w worker RSS MB "
+                                   f"at share delivered: {run['rss_curve']}")
+        if run.get("note"):
+            result["notes"].append(f"{run['backend']} {run['registrants']:,}/{run['workers']}w: {run['note']}")
+    if not a.fanout_large:
+        result["notes"].append("the 100,000-registrant memory run is off by default: --fanout-large")
+    return result

@@ -1,0 +1,169 @@
+"""Processes the benchmark starts: each one stopped by its PID, always.
+
+`Processes` is a context manager; everything started through it is stopped
+(SIGTERM to the PID, then SIGKILL to the PID after a grace period) when the
+block ends, whether it ends normally, by an exception or by Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen, log: Path | None):
+        self.name, self.popen, self.log = name, popen, log
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Readiness: poll the port until it accepts a connection (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+            if port_open(port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        """Stop by PID: `sig`, wait up to `grace`, then SIGKILL."""
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+class Processes:
+    """Start processes; stop every one of them (by PID, newest first) on exit."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self.procs: list[Proc] = []
+
+    def start(self, name: str, argv: list[str], env: dict, log: bool = True) -> Proc:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        path = self.logdir / f"{name}.log" if log else None
+        out = open(path, "ab") if path else subprocess.DEVNULL
+        try:
+            popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        finally:
+            if path:
+                out.close()
+        proc = Proc(name, popen, path)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, grace: float = 10.0) -> int | None:
+        try:
+            return proc.stop(grace)
+        finally:
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        while self.procs:
+            self.stop(self.procs[-1])
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+
+def run_checked(argv: list[str], env: dict, timeout: float, what: str) -> str:
+    """Run a short command to completion (bounded); raise with its output if it fails."""
+    try:
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"{what} took longer than {timeout}s") from error
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def peak_rss_kib(pid: int) -> tuple[int | None, int | None]:
+    """(VmHWM, VmRSS) in KiB of `pid` and, summed, of its child processes."""
+    hwm = rss = None
+    for p in [pid, *_children(pid)]:
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                hwm = (hwm or 0) + int(line.split()[1])
+            elif line.startswith("VmRSS:"):
+                rss = (rss or 0) + int(line.split()[1])
+    return hwm, rss
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            kids = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for kid in map(int, kids):
+            found += [kid, *_children(kid)]
+    return found
+
+
+def install_sigterm_as_interrupt() -> None:
+    """A SIGTERM to the benchmark unwinds like Ctrl-C, so every `finally` stops its servers."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)

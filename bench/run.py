@@ -1,0 +1,405 @@
+"""`make bench` / `python -m bench.run`: every workload, its ceilings, one table.
+
+    python -m bench.run                                  # the default run (~10 minutes on 2 cores)
+    python -m bench.run --workloads register --backends sqlite --users 32 --duration 3
+    python -m bench.run --workloads fanout --fanout-large  # adds the 100,000-registrant memory run
+    python -m bench.run --profile                        # cProfile the app under the 32-user burst
+
+Workloads (`--workloads`, comma-separated):
+  register  registration burst: eventsvc vs the bare-Flask and minimal-insert
+            ceilings, at each of `--users`, per backend and gunicorn variant
+  pages     public pages (event page, /, /feed.ics) vs bare Flask, 32 clients
+  fanout    reschedule fan-out to a counting SMTP sink vs a plain smtplib loop
+
+Every server runs on 127.0.0.1 under gunicorn with the production config, in a
+throw-away database that is dropped afterwards; every process started is
+stopped by its PID when its block ends (also on Ctrl-C or an error). The
+table is printed and written to bench/results/latest.md (+ latest.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import report
+from .common import GUNICORN, PYTHON, app_env, appdata, machine_info, migrate, sqlalchemy_url, throwaway_database
+from .procs import HOST, ROOT, Processes, free_port, install_sigterm_as_interrupt, run_checked
+
+RESULTS = ROOT / "bench" / "results"
+TARGETS = ("bare-flask", "minimal-insert", "eventsvc")
+MODULES = {"bare-flask": "bench.ceilings.bare_flask:app", "minimal-insert": "bench.ceilings.minimal_insert:app",
+           "eventsvc": "wsgi:app"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A gunicorn set-up: `sync` (2 sync workers) or `gthread:N` (2 workers × N threads)."""
+    spec: str
+    workers: int
+    threads: int
+
+    @classmethod
+    def parse(cls, spec: str, workers: int) -> Variant:
+        kind, _, n = spec.partition(":")
+        if kind == "sync":
+            return cls(f"{workers}w sync", workers, 1)
+        if kind == "gthread":
+            threads = int(n or 4)
+            return cls(f"{workers}w×{threads}t gthread", workers, threads)
+        raise ValueError(f"unknown server variant {spec!r} (sync or gthread:N)")
+
+    def argv(self, module: str, port: int, extra: list[str] = ()) -> list[str]:
+        argv = [*GUNICORN, "--workers", str(self.workers), "--bind", f"{HOST}:{port}",
+                "--graceful-timeout", "5", "--timeout", "60", "--log-level", "warning", "--backlog", "2048"]
+        if Path("/dev/shm").is_dir():
+            argv += ["--worker-tmp-dir", "/dev/shm"]
+        if self.threads > 1:
+            argv += ["--worker-class", "gthread", "--threads", str(self.threads), "--keep-alive", "5"]
+        return argv + list(extra) + [module]
+
+
+class Bench:
+    def __init__(self, args, procs: Processes, workdir: Path):
+        self.args, self.procs, self.workdir = args, procs, workdir
+        self.results: list[dict] = []
+        self.verifications: list[dict] = []
+        self.page_notes: list[str] = []
+        self.fanout: dict | None = None
+        self.logdir = RESULTS / "logs"
+
+    def say(self, text: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    # -- load ---------------------------------------------------------------------
+    def loadgen(self, mode: str, urls: list[str], users: int, *, count: int, duration: float,
+                warmup: float = 0.0, label: str = "", extra: list[str] = ()) -> dict:
+        argv = [PYTHON, "-m", "bench.loadgen", mode, "--users", str(users), "--count", str(count),
+                "--duration", str(duration), "--warmup", str(warmup), "--timeout", str(self.args.timeout),
+                "--engine", self.args.engine, "--label", label, *extra]
+        for url in urls:
+            argv += ["--url", url]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        out = run_checked(argv, env, timeout=warmup + duration + self.args.timeout + 60, what="bench.loadgen")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def record(self, workload: str, backend: str, variant: Variant, target: str, result: dict, **extra) -> dict:
+        row = dict(workload=workload, backend=backend, server=variant.spec, target=target, **extra, **result)
+        self.results.append(row)
+        errors = f", errors {row['errors']}" if row["error_count"] else ""
+        what = "reg/s" if workload == "register" else "req/s"
+        self.say(f"  {backend:10} {variant.spec:18} {target:15} {extra.get('page', '')}{row['users']:4} users: "
+                 f"{row['rate_per_s']:8.1f} {what}, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                 f"client CPU {row['client_cpu']}{errors}")
+        for kind, sample in row.get("error_samples", {}).items():
+            self.say(f"    {kind}: {sample}")
+        return row
+
+    # -- servers --------------------------------------------------------------------
+    def start_servers(self, variant: Variant, envs: dict[str, dict], targets, extra=()) -> dict[str, tuple]:
+        servers = {}
+        for target in targets:
+            port = free_port()
+            env = dict(envs[target], BASE_URL=f"http://{HOST}:{port}")
+            name = f"{target}-{variant.workers}w{variant.threads}t-{port}"
+            proc = self.procs.start(name, variant.argv(MODULES[target], port, extra), env)
+            servers[target] = (port, proc)
+        for target, (port, proc) in servers.items():
+            proc.wait_for_port(port, timeout=60)
+        return servers
+
+    def stop_servers(self, servers: dict) -> None:
+        for _port, proc in servers.values():
+            self.procs.stop(proc)
+
+    # -- registration burst and public pages, per backend -------------------------
+    def web(self, backend: str) -> None:
+        a = self.args
+        variants = [Variant.parse(v, a.workers) for v in a.servers.split(",") if v]
+        instance = self.workdir / f"instance-{backend}"
+        self.say(f"{backend}: creating throw-away databases and migrating")
+        with throwaway_database(backend, self.workdir, "app") as app_db, \
+                throwaway_database(backend, self.workdir, "ceiling") as ceiling_db:
+            env_app = app_env(app_db, instance, extra=a.app_env)
+            env_ceiling = app_env(ceiling_db, instance)
+            migrate(env_app)
+            run_checked([PYTHON, "-c", "import bench.ceilings.minimal_insert"], env_ceiling, 120,
+                        "creating the minimal-insert ceiling's table")
+            events = []
+            for variant in variants:
+                tag = f"{variant.workers}w{variant.threads}t"
+                events.append({"slug": f"bench-warmup-{tag}", "capacity": a.warmup_capacity})
+                events += [{"slug": f"bench-{tag}-u{u}", "capacity": a.capacity} for u in a.users]
+            appdata(env_app, "create-events", json.dumps(events))
+            envs = {"eventsvc": env_app, "minimal-insert": env_ceiling, "bare-flask": env_ceiling}
+            completed = 0
+            for variant in variants:
+                completed += self.web_variant(backend, variant, envs)
+            self.verify(backend, app_db, completed)
+
+    def web_variant(self, backend: str, variant: Variant, envs: dict) -> int:
+        a = self.args
+        tag = f"{variant.workers}w{variant.threads}t"
+        self.say(f"{backend}: gunicorn {variant.spec}: starting eventsvc and both ceilings")
+        servers = self.start_servers(variant, envs, TARGETS)
+        url = lambda target, path: f"http://{HOST}:{servers[target][0]}{path}"  # noqa: E731
+        completed = 0
+        try:
+            # Warm every worker (imports, template compilation, connection pools) before measuring.
+            for target in TARGETS:
+                path = f"/e/bench-warmup-{tag}"
+                warm = self.loadgen("register", [url(target, path)], 8, count=a.count, duration=a.warmup,
+                                    label=f"warm-{backend}-{tag}")
+                if target == "eventsvc":
+                    completed += warm["completed"]
+                    if warm["error_count"]:
+                        self.say(f"  warm-up errors on eventsvc: {warm['errors']} {warm['error_samples']}")
+            if "register" in a.workloads:
+                for users in a.users:
+                    for target in TARGETS:
+                        result = self.loadgen("register", [url(target, f"/e/bench-{tag}-u{users}")], users,
+                                              count=a.count, duration=a.duration,
+                                              label=f"{backend}-{tag}-u{users}")
+                        self.record("register", backend, variant, target, result)
+                        if target == "eventsvc":
+                            completed += result["completed"]
+            if "pages" in a.workloads:
+                self.pages(backend, variant, url, tag)
+        finally:
+            self.stop_servers(servers)
+        return completed
+
+    def pages(self, backend: str, variant: Variant, url, tag: str) -> None:
+        a = self.args
+        event_path = f"/e/bench-{tag}-u{a.users[len(a.users) // 2]}" if "register" in a.workloads \
+            else f"/e/bench-warmup-{tag}"
+        pages = [("event page", event_path), ("upcoming /", "/"), ("iCal /feed.ics", "/feed.ics")]
+        extra = ["--conditional"] if a.conditional else []
+        for name, path in pages:
+            status = probe(url("eventsvc", path))
+            if status != 200:
+                note = f"{name} ({path}) answered {status} on {backend}/{variant.spec}: skipped"
+                if note not in self.page_notes:
+                    self.page_notes.append(note)
+                self.say("  " + note)
+                continue
+            bare = self.loadgen("get", [url("bare-flask", "/")], a.page_users, count=a.page_count,
+                                duration=a.page_duration, warmup=0.5, extra=extra)
+            self.record("pages", backend, variant, "bare-flask", bare, page=f"bare Flask (before {name})")
+            result = self.loadgen("get", [url("eventsvc", path)], a.page_users, count=a.page_count,
+                                  duration=a.page_duration, warmup=0.5, extra=extra)
+            self.record("pages", backend, variant, "eventsvc", result, page=name)
+
+    # -- checks -----------------------------------------------------------------------
+    def verify(self, backend: str, database_url: str, completed: int) -> None:
+        """Invariants after the burst, straight from the database with plain SQL."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(sqlalchemy_url(database_url))
+        try:
+            with engine.connect() as conn:
+                q = lambda sql: conn.execute(text(sql)).scalar() or 0  # noqa: E731
+                per_event = conn.execute(text("""
+                    SELECT e.slug, e.capacity, e.confirmed_count,
+                           (SELECT count(*) FROM registrations r WHERE r.event_id = e.id AND r.status = 'confirmed'),
+                           (SELECT count(*) FROM registrations r WHERE r.event_id = e.id AND r.status = 'waitlisted')
+                    FROM events e WHERE e.slug LIKE 'bench-%'""")).all()
+                result = {
+                    "backend": backend,
+                    "events": len(per_event),
+                    "registrations": q("SELECT count(*) FROM registrations"),
+                    "completed_by_clients": completed,
+                    "confirmed": sum(row[3] for row in per_event),
+                    "waitlisted": sum(row[4] for row in per_event),
+                    "overbooked_events": sum(1 for row in per_event if row[1] is not None and row[3] > row[1]),
+                    "counter_mismatches": sum(1 for row in per_event if row[2] != row[3]),
+                    "outbox_mismatches": q("""
+                        SELECT count(*) FROM (
+                            SELECT r.id FROM registrations r
+                            LEFT JOIN messages m ON m.registration_id = r.id
+                                 AND m.kind IN ('confirmation', 'waitlisted')
+                            GROUP BY r.id HAVING count(m.id) <> 1) AS x"""),
+                    "kind_mismatches": q("""
+                        SELECT count(*) FROM registrations r JOIN messages m ON m.registration_id = r.id
+                        WHERE m.kind IN ('confirmation', 'waitlisted')
+                          AND ((r.status = 'confirmed' AND m.kind <> 'confirmation')
+                            OR (r.status = 'waitlisted' AND m.kind <> 'waitlisted'))"""),
+                    "full_events": sum(1 for row in per_event if row[1] is not None and row[3] == row[1]),
+                }
+        finally:
+            engine.dispose()
+        self.verifications.append(result)
+        ok = not (result["overbooked_events"] or result["outbox_mismatches"] or result["kind_mismatches"]
+                  or result["counter_mismatches"])
+        self.say(f"{backend}: verified {result['registrations']} registrations in {result['events']} events "
+                 f"({result['full_events']} full): {'OK' if ok else 'VIOLATION'} {result}")
+
+    # -- profiling --------------------------------------------------------------------
+    def profile(self, backend: str) -> None:
+        a = self.args
+        variant = Variant.parse("sync", a.workers)
+        profdir = self.workdir / "profile"
+        profdir.mkdir(exist_ok=True)
+        with throwaway_database(backend, self.workdir, "prof") as db_url:
+            env = app_env(db_url, self.workdir / "instance-prof", extra={**a.app_env,
+                                                                        "BENCH_PROFILE_DIR": str(profdir)})
+            migrate(env)
+            appdata(env, "create-events", json.dumps([{"slug": "bench-profile", "capacity": a.capacity}]))
+            servers = self.start_servers(variant, {"eventsvc": env}, ["eventsvc"],
+                                         extra=["--config", str(ROOT / "bench" / "gunicorn_profile.py")])
+            try:
+                port = servers["eventsvc"][0]
+                result = self.loadgen("register", [f"http://{HOST}:{port}/e/bench-profile"], 32,
+                                      count=a.count, duration=a.duration, label="profile")
+                self.say(f"profiled run (not comparable): {result['rate_per_s']} reg/s, errors {result['errors']}")
+                result2 = self.loadgen("get", [f"http://{HOST}:{port}/e/bench-profile", f"http://{HOST}:{port}/"],
+                                       32, count=a.page_count, duration=a.page_duration, label="profile")
+                self.say(f"profiled pages (not comparable): {result2['rate_per_s']} req/s")
+            finally:
+                self.stop_servers(servers)
+        files = sorted(str(p) for p in profdir.glob("worker-*.prof"))
+        if not files:
+            self.say("no profile written")
+            return
+        out = RESULTS / f"profile-{backend}.txt"
+        with open(out, "w") as fh:
+            stats = pstats.Stats(*files, stream=fh)
+            stats.strip_dirs().sort_stats("cumulative").print_stats(45)
+            stats.sort_stats("tottime").print_stats(35)
+        shutil.copy(files[0], RESULTS / f"profile-{backend}.prof")
+        self.say(f"profile of the gunicorn workers: {out}")
+
+
+def probe(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError as error:
+        return f"unreachable ({error})"  # type: ignore[return-value]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--workloads", default="register,pages,fanout")
+    p.add_argument("--backends", default="sqlite,postgresql")
+    p.add_argument("--servers", default="sync,gthread:4",
+                   help="gunicorn variants: sync and/or gthread:N (threads per worker)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--users", default="8,32,128", help="concurrent users for the registration burst")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per registration step (upper bound)")
+    p.add_argument("--count", type=int, default=3000, help="registrations per step (upper bound)")
+    p.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per server start")
+    p.add_argument("--capacity", type=int, default=1000, help="capacity of each burst event")
+    p.add_argument("--warmup-capacity", type=int, default=20,
+                   help="capacity of the warm-up event (small, so it fills up under concurrency)")
+    p.add_argument("--page-users", type=int, default=32)
+    p.add_argument("--page-duration", type=float, default=4.0)
+    p.add_argument("--page-count", type=int, default=50000)
+    p.add_argument("--conditional", action="store_true",
+                   help="public pages: clients revalidate with If-None-Match/If-Modified-Since")
+    p.add_argument("--timeout", type=float, default=15.0, help="per HTTP request, seconds")
+    p.add_argument("--engine", choices=("raw", "httpx"), default="raw", help="load generator client")
+    p.add_argument("--fanout-n", type=int, default=10_000)
+    p.add_argument("--fanout-large", action="store_true", help="also the 100,000-registrant memory run")
+    p.add_argument("--fanout-large-n", type=int, default=100_000)
+    p.add_argument("--fanout-workers", default="postgresql:1,2;sqlite:1",
+                   help="worker counts per backend, e.g. 'postgresql:1,2;sqlite:1'")
+    p.add_argument("--fanout-timeout", type=float, default=150.0,
+                   help="seconds a delivery run may take before it is reported as incomplete")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the table: cProfile the app's workers under the 32-user burst")
+    p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for eventsvc (e.g. OUTBOX_BATCH_SIZE=100)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 8 and 32 users, 2 s steps, sync only")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.users, args.duration, args.servers, args.page_duration = "8,32", 2.0, "sync", 2.0
+        args.warmup, args.fanout_n = 1.0, min(args.fanout_n, 2000)
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    unknown = set(args.workloads) - {"register", "pages", "fanout"}
+    if unknown:
+        p.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.users = [int(u) for u in str(args.users).split(",") if u]
+    args.app_env = dict(kv.split("=", 1) for kv in args.app_env)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    install_sigterm_as_interrupt()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).astimezone()
+    t0 = time.monotonic()
+    info = machine_info()
+    options = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
+    workdir = Path(tempfile.mkdtemp(prefix="eventsvc-bench-"))
+    failures = []
+    bench = None
+    try:
+        with Processes(RESULTS / "logs") as procs:
+            bench = Bench(args, procs, workdir)
+            bench.say(f"{info['nproc']} CPU(s) {info['cpu']}, Python {info['python']}, "
+                      f"PostgreSQL {info['postgresql']}; py-spy: {info['py_spy']}")
+            if args.profile:
+                for backend in args.backends:
+                    bench.profile(backend)
+                return 0
+            if {"register", "pages"} & set(args.workloads):
+                for backend in args.backends:
+                    try:
+                        bench.web(backend)
+                    except RuntimeError as error:
+                        failures.append(f"{backend}: {error}")
+                        bench.say(f"{backend}: FAILED: {error}")
+            if "fanout" in args.workloads:
+                from .fanout import run_fanout
+
+                try:
+                    bench.fanout = run_fanout(bench)
+                except RuntimeError as error:
+                    failures.append(f"fan-out: {error}")
+                    bench.say(f"fan-out: FAILED: {error}")
+                    bench.fanout = {"skipped": f"failed: {str(error)[:500]}"}
+    except KeyboardInterrupt:
+        failures.append("interrupted")
+        print("\n[bench] interrupted; every server was stopped", file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if bench is None or args.profile:
+        return 1 if failures else 0
+    info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = report.machine_lines(info, started.strftime("%Y-%m-%d %H:%M %Z"), time.monotonic() - t0, options)
+    lines += report.registration_table(bench.results)
+    lines += report.registration_targets(bench.results, bench.verifications)
+    lines += report.verification_table(bench.verifications)
+    lines += report.pages_table(bench.results, bench.page_notes)
+    lines += report.fanout_table(bench.fanout)
+    if failures:
+        lines += ["## Failures", ""] + [f"- {f}" for f in failures] + [""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    (RESULTS / "latest.md").write_text(text + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps(
+        {"machine": info, "options": options, "results": bench.results, "verifications": bench.verifications,
+         "page_notes": bench.page_notes, "fanout": bench.fanout, "failures": failures}, indent=1, default=str))
+    print(f"\n[bench] written to {RESULTS / 'latest.md'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Claiming due outbox rows and delivering them over SMTP (invariant 3).
+
+A row is claimed with a lease (`locked_until`); on PostgreSQL the claim query
+skips rows other workers hold (FOR UPDATE SKIP LOCKED). A row is marked sent
+only after the SMTP server accepted it, one commit per row, so a worker that
+dies re-sends at most the one message it had in hand once its lease runs out.
+"""
+import logging
+import random
+import smtplib
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from ..extensions import db, mail
+from ..transaction import unit_of_work
+from ..types import utcnow
+from .mail import render
+from .models import Message
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = timedelta(hours=6)
+
+
+class ServerUnavailable(Exception):
+    """The SMTP server could not be reached or dropped us: not the message's fault."""
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    server_down: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def claim_due(worker_id: str, *, limit: int, now: datetime | None = None) -> list[int]:
+    """Lease up to `limit` due rows to this worker and return their ids."""
+    now = now or utcnow()
+    lease = timedelta(seconds=current_app.config["OUTBOX_LEASE_SECONDS"])
+
+    def claim():
+        free = or_(Message.locked_until.is_(None), Message.locked_until < now)
+        ids = db.session.scalars(
+            select(Message.id)
+            .where(Message.status == "pending", Message.send_after <= now, free)
+            .order_by(Message.send_after, Message.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if ids:
+            db.session.execute(
+                update(Message).where(Message.id.in_(ids), free)
+                .values(locked_until=now + lease, locked_by=worker_id)
+                .execution_options(synchronize_session=False))
+        return list(ids)
+
+    return unit_of_work(claim)
+
+
+def release(ids: list[int], worker_id: str) -> None:
+    """Give leased rows back untouched (the server is down; no attempt is spent)."""
+    if ids:
+        unit_of_work(lambda: db.session.execute(
+            update(Message).where(Message.id.in_(ids), Message.locked_by == worker_id,
+                                  Message.status == "pending")
+            .values(locked_until=None, locked_by=None)))
+
+
+def deliver_batch(ids: list[int], worker_id: str, *, should_stop=lambda: False) -> BatchResult:
+    """Send the claimed rows over one SMTP connection."""
+    result = BatchResult(claimed=len(ids))
+    remaining = list(ids)
+    try:
+        with mail.connect() as connection:
+            while remaining and not should_stop():
+                _deliver_one(connection.host, remaining[0], worker_id, result)
+                remaining.pop(0)
+    except (ServerUnavailable, smtplib.SMTPException, OSError) as error:
+        result.server_down = True
+        result.errors.append(f"{type(error).__name__}: {error}")
+        log.warning("SMTP server unavailable: %s", error)
+    finally:
+        release(remaining, worker_id)
+    return result
+
+
+def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: BatchResult) -> None:
+    message = db.session.get(Message, message_id, populate_existing=True)
+    if message is None or message.status != "pending" or message.locked_by != worker_id:
+        result.skipped += 1
+        db.session.rollback()
+        return
+    attempts = message.attempts + 1
+    try:
+        email_message = render(message) if is_still_due(message) else None
+    except Exception as error:  # a bug in rendering must not stop the queue
+        log.exception("rendering message %s failed", message_id)
+        _record_failure(message_id, attempts, f"render: {type(error).__name__}: {error}", permanent=False,
+                        result=result)
+        return
+    db.session.rollback()  # hold no transaction open while talking SMTP
+    if email_message is None:
+        _update(message_id, status="superseded", locked_until=None, locked_by=None)
+        result.skipped += 1
+        return
+    try:
+        smtp.send_message(email_message)
+    except smtplib.SMTPRecipientsRefused as error:
+        code, text = next(iter(error.recipients.values()))
+        _record_failure(message_id, attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
+        _reset(smtp)
+    except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as error:
+        _record_failure(message_id, attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
+                        permanent=error.smtp_code >= 500, result=result)
+        _reset(smtp)
+    except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as error:
+        # Lost the server with this message in hand: it costs this message one attempt
+        # (so a message that kills the connection cannot loop forever), then the queue backs off.
+        _record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result)
+        raise ServerUnavailable(str(error)) from error
+    else:
+        _update(message_id, status="sent", sent_at=utcnow(), attempts=attempts, last_error=None,
+                locked_until=None, locked_by=None)
+        result.sent += 1
+
+
+def is_still_due(message) -> bool:
+    """A reminder is sent only for the schedule it was queued for."""
+    scheduled_for = message.payload.get("starts_at")
+    if scheduled_for is None:
+        return True
+    event = message.registration.event
+    return scheduled_for == event.starts_at.isoformat() and not event.is_cancelled
+
+
+def _update(message_id: int, **values) -> None:
+    unit_of_work(lambda: db.session.execute(
+        update(Message).where(Message.id == message_id).values(**values)
+        .execution_options(synchronize_session=False)))
+
+
+def _record_failure(message_id: int, attempts: int, error: str, *, permanent: bool, result: BatchResult) -> None:
+    values = dict(attempts=attempts, last_error=error[:2000], locked_until=None, locked_by=None)
+    if permanent or attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+        values["status"] = "failed"
+        result.failed += 1
+    else:
+        values["send_after"] = utcnow() + retry_delay(attempts)
+        result.retried += 1
+    db.session.rollback()
+    _update(message_id, **values)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential back-off with jitter: base · 2^(n−1) · [0.5, 1.5), at most six hours."""
+    base = current_app.config["OUTBOX_RETRY_BASE_SECONDS"]
+    delay = timedelta(seconds=base * 2 ** (attempts - 1) * random.uniform(0.5, 1.5))
+    return min(delay, MAX_BACKOFF)
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.rset()
+    except smtplib.SMTPException:
+        raise ServerUnavailable("RSET failed")
+
+
+def _decode(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

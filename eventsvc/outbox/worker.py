@@ -1,0 +1,78 @@
+"""The worker loop: claim, deliver, back off when the server is down."""
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from flask import current_app
+
+from ..extensions import db
+from .delivery import claim_due, deliver_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Totals:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    batches: int = 0
+
+
+class Worker:
+    def __init__(self, *, batch_size=None, idle_seconds=1.0, max_backoff_seconds=300):
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.batch_size = batch_size or current_app.config["OUTBOX_BATCH_SIZE"]
+        self.idle_seconds = idle_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.stopping = False
+        self.totals = Totals()
+
+    def stop(self, *_):
+        """SIGTERM: finish the message in hand, then leave."""
+        self.stopping = True
+
+    def run_once(self) -> Totals:
+        """Deliver everything that is due now, then return (tests, cron)."""
+        while not self.stopping:
+            result = self._batch()
+            if result is None or result.server_down:
+                break
+        return self.totals
+
+    def run_forever(self) -> Totals:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        backoff = 0.0
+        while not self.stopping:
+            result = self._batch()
+            if result is not None and result.server_down:
+                backoff = min(max(backoff * 2, 1.0), self.max_backoff_seconds)
+                log.warning("mail server unavailable; the queue waits %.0f s", backoff)
+                self._sleep(backoff)
+                continue
+            backoff = 0.0
+            if result is None:
+                self._sleep(self.idle_seconds)
+        return self.totals
+
+    def _batch(self):
+        ids = claim_due(self.id, limit=self.batch_size)
+        if not ids:
+            db.session.rollback()  # end the read transaction; keep nothing between batches
+            return None
+        result = deliver_batch(ids, self.id, should_stop=lambda: self.stopping)
+        db.session.rollback()
+        for name in ("sent", "retried", "failed", "skipped"):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
+        self.totals.batches += 1
+        return result
+
+    def _sleep(self, seconds):
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))
