@@ -84,8 +84,8 @@ def render(message) -> EmailMessage | None:
 
 def _render(message, registration, event):
     subject_template, method = _subjects()[message.kind]
-    if message.kind == "already_registered" and not registration.is_confirmed:
-        method = None
+    if message.kind in ("already_registered", "cancelled") and registration.is_waitlisted:
+        method = None  # nothing of this event is in their calendar
     context = _context(message, registration, event)
     subject = subject_template % {"title": event.title, "subject": message.payload.get("subject", "")}
     mail = EmailMessage(policy=email.policy.SMTP)
