@@ -52,6 +52,10 @@ def _init_extensions(app):
 
     login_manager.user_loader(load_organiser)
     login_manager.login_view = "auth.login"
+    from flask_babel import lazy_gettext
+
+    login_manager.login_message = lazy_gettext("Log in om deze pagina te bekijken.")
+    login_manager.login_message_category = "error"
 
     from . import models  # noqa: F401  (register every table with the metadata)
 
@@ -60,8 +64,13 @@ def _register_blueprints(app):
     from .events.views import bp as events_bp
     from .registrations.views import bp as registrations_bp
 
+    from .admin.views import bp as admin_bp
+    from .auth.views import bp as auth_bp
+
     app.register_blueprint(events_bp)
     app.register_blueprint(registrations_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(admin_bp)
     if app.config["EVENTSVC_ENV"] == "development":
         from .devmail.views import devmail_bp
 

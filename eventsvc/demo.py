@@ -73,3 +73,23 @@ def create_demo_data(now: datetime | None = None) -> list[Event]:
         events.append(event)
     db.session.commit()
     return events
+
+
+DEMO_ORGANISER = ("organisator@example.org", "Mieke van den Berg")
+
+
+def create_demo_organiser() -> tuple[str, str]:
+    """A demo login for the organiser pages. The password is derived from the
+    instance's secret key, so it is stable for this instance and not public."""
+    import hashlib
+
+    from flask import current_app
+
+    from .auth.models import Organiser
+    from .auth.services import create_organiser
+
+    email, name = DEMO_ORGANISER
+    password = "demo-" + hashlib.sha256(f"demo:{current_app.config['SECRET_KEY']}".encode()).hexdigest()[:12]
+    if db.session.scalar(select(Organiser).where(Organiser.email == email)) is None:
+        create_organiser(email, name, password)
+    return email, password

@@ -95,7 +95,6 @@ def test_waiting_list_mail_has_no_invite_and_promotion_has_one(smtp, make_event,
     assert str(vevent(calendar)["UID"]) == event.uid
 
 
-@pytest.mark.xfail(strict=True, reason="the English catalogue is not written yet")
 def test_english_registrant_gets_english_mail(smtp, make_event, register):
     event = make_event(title="Working together", starts_at=SUMMER[0], ends_at=SUMMER[1])
     register(event, name="Ruud van 't Hof", locale="en")
