@@ -64,7 +64,7 @@ def create_demo_data(now: datetime | None = None) -> list[Event]:
              mode="onsite", location="Kennisland, Utrecht", join_url="",
              starts_at=_at(onsite_day, 10, 0), ends_at=_at(onsite_day, 12, 30), capacity=3),
     ]
-    events = []
+    events = [_join_soon_session(now)]
     for spec in specs:
         event = db.session.scalar(select(Event).where(Event.slug == spec["slug"]))
         if event is None:
@@ -73,6 +73,32 @@ def create_demo_data(now: datetime | None = None) -> list[Event]:
         events.append(event)
     db.session.commit()
     return events
+
+
+SOON_DESCRIPTION = """\
+Een korte kennismaking om het deelnemen uit te proberen: meld u aan, open de
+bevestiging in de mailbox voor ontwikkelaars en gebruik uw persoonlijke link.
+Die werkt vanaf een kwartier voor het begin.
+"""
+
+
+def _join_soon_session(now: datetime) -> Event:
+    """A session whose join link opens within minutes, to try the join flow.
+    Each run of the demo moves it to 20 minutes from now once it has ended."""
+    event = db.session.scalar(select(Event).where(Event.slug == "kennismaking-deelnemen"))
+    starts_at = (now + timedelta(minutes=20)).replace(second=0, microsecond=0)
+    if event is None:
+        event = Event(slug="kennismaking-deelnemen", title="Kennismaking: zo werkt deelnemen", status="published",
+                      summary="Probeer de persoonlijke deelnamelink: hij werkt vanaf een kwartier voor het begin.",
+                      description=SOON_DESCRIPTION, audience="Iedereen die het wil uitproberen", region="Landelijk",
+                      organised_by="De alliantie van Sardes, CAOP en Kennisland",
+                      contact_name="Mieke van den Berg", contact_email="mieke.vandenberg@example.org",
+                      mode="online", join_url="https://meet.example.org/kennismaking", timezone="Europe/Amsterdam",
+                      starts_at=starts_at, ends_at=starts_at + timedelta(minutes=45), reminder_lead_minutes=10)
+        db.session.add(event)
+    elif event.ends_at <= now:
+        event.starts_at, event.ends_at = starts_at, starts_at + timedelta(minutes=45)
+    return event
 
 
 DEMO_ORGANISER = ("organisator@example.org", "Mieke van den Berg")

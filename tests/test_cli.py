@@ -30,7 +30,7 @@ def test_demo_is_idempotent_and_prints_the_organiser_login(app):
     first, second = run(app, "demo"), run(app, "demo")
     assert first.exit_code == second.exit_code == 0
     assert "organisator@example.org" in second.output
-    assert db.session.scalar(select(func.count()).select_from(Event)) == 2
+    assert db.session.scalar(select(func.count()).select_from(Event)) == 3
     event = db.session.scalar(select(Event).where(Event.slug == "samen-onderwijs-versnellen"))
     assert event.contact_name == "Mieke van den Berg" and event.mode == "online" and event.is_published
 

@@ -1,5 +1,8 @@
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
+
+from .. import ical
+from ..outbox.mail import calendar_event
 
 from ..errors import ServiceError
 from ..registrations.forms import RegistrationForm
@@ -24,6 +27,39 @@ def upcoming():
     return render_template("events/upcoming.html", events=events, audience=audience)
 
 
+def calendar_links(event) -> dict:
+    """'Add to calendar' links for the public event: no personal data, no join URL."""
+    entry = calendar_event(event)
+    details = f"{event.summary}\n\n{entry.url}".strip()
+    return {"ics": url_for("events.calendar", slug=event.slug),
+            "google": ical.google_calendar_url(entry, details),
+            "outlook": ical.outlook_calendar_url(entry, details)}
+
+
+def _calendar_response(body: bytes, filename: str) -> Response:
+    return Response(body, mimetype="text/calendar", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/e/<slug>/agenda.ics")
+def calendar(slug):
+    event = _event_or_404(slug)
+    return _calendar_response(ical.build_personal_calendar(calendar_event(event), dtstamp=utcnow()),
+                              f"{event.slug}.ics")
+
+
+@bp.get("/feed.ics")
+def feed():
+    """Every published upcoming event, METHOD:PUBLISH; cancelled ones as STATUS:CANCELLED."""
+    from flask import current_app
+
+    events = [calendar_event(e) for e in services.list_upcoming()]
+    body = ical.build_feed(events, name=current_app.config["SITE_NAME"], dtstamp=utcnow())
+    response = _calendar_response(body, "bijeenkomsten.ics")
+    response.headers["Content-Disposition"] = 'inline; filename="bijeenkomsten.ics"'
+    return response
+
+
 @bp.route("/e/<slug>", methods=["GET", "POST"])
 def show(slug):
     event = _event_or_404(slug)
@@ -43,8 +79,10 @@ def show(slug):
                 session["registered"] = {"slug": event.slug, "status": result.shown_status,
                                          "email": form.email.data}
                 return redirect(url_for("events.registered", slug=event.slug), 303)
-        return render_template("events/show.html", event=event, form=form, refusal=refusal), 422
-    return render_template("events/show.html", event=event, form=form, refusal=refusal)
+        return render_template("events/show.html", event=event, form=form, refusal=refusal,
+                               calendar=calendar_links(event)), 422
+    return render_template("events/show.html", event=event, form=form, refusal=refusal,
+                           calendar=calendar_links(event))
 
 
 @bp.get("/e/<slug>/aangemeld")
@@ -53,4 +91,5 @@ def registered(slug):
     outcome = session.get("registered")
     if not outcome or outcome.get("slug") != slug:
         return redirect(url_for("events.show", slug=slug))
-    return render_template("events/registered.html", event=event, outcome=outcome)
+    return render_template("events/registered.html", event=event, outcome=outcome,
+                           calendar=calendar_links(event))

@@ -202,3 +202,12 @@ def record_reschedule_response(registration: Registration, *, attending: bool, n
         registration.reschedule_response_at = now or utcnow()
 
     unit_of_work(work)
+
+
+def active_registrations_of(registration: Registration) -> list[Registration]:
+    """Every active registration with the same address, for the private feed."""
+    return db.session.scalars(
+        select(Registration).join(Event)
+        .where(Registration.email_normalized == registration.email_normalized,
+               Registration.status == "confirmed", Event.status != "draft")
+        .order_by(Event.starts_at)).all()

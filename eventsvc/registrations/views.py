@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 
 from .. import ical
 from ..outbox.mail import calendar_event
+from ..urls import external_url
 from ..types import utcnow
 from . import services
 
@@ -32,7 +33,9 @@ def _registration_or_404(token):
 @bp.get("/<token>")
 def show(token):
     registration = _registration_or_404(token)
-    return render_template("registrations/show.html", registration=registration, event=registration.event)
+    feed = external_url("registrations.personal_feed", token=token)
+    return render_template("registrations/show.html", registration=registration, event=registration.event,
+                           webcal=feed.replace("https://", "webcal://").replace("http://", "webcal://"))
 
 
 @bp.get("/<token>/agenda.ics")
@@ -41,6 +44,16 @@ def personal_calendar(token):
     body = ical.build_personal_calendar(calendar_event(registration.event, registration), dtstamp=utcnow())
     return Response(body, mimetype="text/calendar", headers={
         "Content-Disposition": f'attachment; filename="{registration.event.slug}.ics"'})
+
+
+@bp.get("/<token>/feed.ics")
+def personal_feed(token):
+    """All sessions of this registrant (same address), always at their current times.
+    A backup for mail invites that a calendar did not pick up."""
+    registration = _registration_or_404(token)
+    entries = [calendar_event(r.event, r) for r in services.active_registrations_of(registration)]
+    body = ical.build_feed(entries, name=current_app.config["SITE_NAME"], dtstamp=utcnow())
+    return Response(body, mimetype="text/calendar")
 
 
 @bp.route("/<token>/annuleren", methods=["GET", "POST"])
