@@ -15,7 +15,7 @@ $(BIN)/activate: requirements.txt requirements-test.txt
 setup: $(BIN)/activate translations
 
 translations: $(BIN)/activate
-	@if ls translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then $(BIN)/pybabel compile -q -d translations; fi
+	@if ls translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then $(BIN)/pybabel compile -d translations >/dev/null; fi
 
 db: setup
 	$(FLASK) db upgrade

@@ -69,8 +69,11 @@ def _register_blueprints(app):
 
     app.register_blueprint(events_bp)
     app.register_blueprint(registrations_bp)
+    from .i18n import bp as i18n_bp
+
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(i18n_bp)
     if app.config["EVENTSVC_ENV"] == "development":
         from .devmail.views import devmail_bp
 

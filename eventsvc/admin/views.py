@@ -1,6 +1,6 @@
 """The organiser workspace. One guard covers every route of this blueprint."""
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask_babel import gettext as _, ngettext
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
@@ -137,8 +137,9 @@ def reschedule(event_id):
         except ServiceError as error:
             _refused(form, error)
         else:
-            flash(_("De bijeenkomst is verplaatst. %(n)d deelnemers krijgen bericht met een nieuwe agenda-uitnodiging.",
-                    n=told), "success")
+            flash(ngettext("De bijeenkomst is verplaatst. %(num)d deelnemer krijgt bericht met een nieuwe agenda-uitnodiging.",
+                           "De bijeenkomst is verplaatst. %(num)d deelnemers krijgen bericht met een nieuwe agenda-uitnodiging.",
+                           told), "success")
             return redirect(url_for("admin.show", event_id=event.id), 303)
     return render_template("admin/reschedule.html", form=form, event=event,
                            to_tell=queries.active_registrant_count(event)), 422 if form.errors else 200
@@ -154,7 +155,8 @@ def cancel(event_id):
         except ServiceError as error:
             _refused(form, error)
         else:
-            flash(_("De bijeenkomst is geannuleerd. %(n)d deelnemers krijgen bericht.", n=told), "success")
+            flash(ngettext("De bijeenkomst is geannuleerd. %(num)d deelnemer krijgt bericht.",
+                           "De bijeenkomst is geannuleerd. %(num)d deelnemers krijgen bericht.", told), "success")
             return redirect(url_for("admin.show", event_id=event.id), 303)
     return render_template("admin/cancel.html", form=form, event=event,
                            to_tell=queries.active_registrant_count(event)), 422 if form.errors else 200
@@ -204,7 +206,8 @@ def retry(event_id):
         abort(400)
     message_id = request.form.get("message_id", type=int)
     n = management.retry_failed(event, message_id=message_id)
-    flash(_("%(n)d berichten worden opnieuw verstuurd.", n=n), "success")
+    flash(ngettext("%(num)d bericht wordt opnieuw verstuurd.", "%(num)d berichten worden opnieuw verstuurd.", n),
+          "success")
     return redirect(url_for("admin.delivery", event_id=event.id), 303)
 
 
@@ -217,7 +220,8 @@ def message(event_id):
         if request.form.get("action") == "send":
             n = management.message_registrants(event, subject=form.subject.data, body=form.body.data,
                                                include_waitlist=form.include_waitlist.data)
-            flash(_("Het bericht gaat naar %(n)d deelnemers.", n=n), "success")
+            flash(ngettext("Het bericht gaat naar %(num)d deelnemer.", "Het bericht gaat naar %(num)d deelnemers.", n),
+                  "success")
             return redirect(url_for("admin.delivery", event_id=event.id), 303)
         preview = {"subject": form.subject.data, "body": form.body.data}
     return render_template("admin/message.html", form=form, event=event, preview=preview), \
