@@ -74,6 +74,9 @@ def _register_blueprints(app):
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(i18n_bp)
+    from .api import init_api
+
+    init_api(app)
     if app.config["EVENTSVC_ENV"] == "development":
         from .devmail.views import devmail_bp
 

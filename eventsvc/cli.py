@@ -14,6 +14,7 @@ from .extensions import db
 organiser_cli = AppGroup("organiser", help="Organiser accounts.")
 event_cli = AppGroup("event", help="Events: list, reschedule, cancel.")
 registrations_cli = AppGroup("registrations", help="Registrations: export.")
+token_cli = AppGroup("token", help="API tokens for organisers.")
 
 
 def _event(slug: str) -> Event:
@@ -107,8 +108,41 @@ def registrations_export(slug):
     click.echo(registrations_csv(_event(slug)), nl=False)
 
 
+@token_cli.command("create")
+@click.argument("email")
+@click.option("--name", required=True, help="What the token is for, e.g. 'CRM koppeling'.")
+def token_create(email, name):
+    """Create an API token for an organiser; it is shown once."""
+    from .auth.models import Organiser
+    from .auth.tokens import create_api_token
+
+    organiser = db.session.scalar(select(Organiser).where(Organiser.email == email.strip().lower()))
+    if organiser is None:
+        raise click.ClickException(f"no organiser {email}")
+    try:
+        _, token = create_api_token(organiser, name)
+    except ServiceError as error:
+        _refused(error)
+    click.echo(token)
+
+
+@token_cli.command("revoke")
+@click.argument("prefix")
+def token_revoke(prefix):
+    """Revoke the token that starts with PREFIX (as shown in the workspace)."""
+    from .auth.models import ApiToken
+    from .auth.tokens import revoke_api_token
+
+    tokens = db.session.scalars(select(ApiToken).where(ApiToken.prefix == prefix[:10],
+                                                       ApiToken.revoked_at.is_(None))).all()
+    if len(tokens) != 1:
+        raise click.ClickException("no single active token with that prefix")
+    revoke_api_token(tokens[0])
+    click.echo("revoked")
+
+
 def register_cli(app):
-    for group in (organiser_cli, event_cli, registrations_cli):
+    for group in (organiser_cli, event_cli, registrations_cli, token_cli):
         app.cli.add_command(group)
 
     @app.cli.command("demo")

@@ -1,5 +1,5 @@
 """Domain refusals and the error pages."""
-from flask import jsonify, render_template, request
+from flask import render_template, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .extensions import db
@@ -30,7 +30,9 @@ def _wants_json():
 
 def _error_page(status, title, text):
     if _wants_json():
-        return jsonify(title=str(title), status=status), status
+        from .api import problem
+
+        return problem(status, title, detail=text)
     return render_template("errors/error.html", status=status, title=title, text=text), status
 
 

@@ -51,3 +51,17 @@ def delivery_of(event, *, limit: int = 500):
     latest = db.session.scalars(select(Message).where(Message.event_id == event.id)
                                 .order_by(Message.id.desc()).limit(limit)).all()
     return counts, latest
+
+
+def webhooks_with_counts():
+    """Active webhooks with their notices counted by delivery state."""
+    from ..webhooks.models import Webhook
+
+    hooks = db.session.scalars(select(Webhook).where(Webhook.is_active.is_(True)).order_by(Webhook.id)).all()
+    counts = {hook.id: {} for hook in hooks}
+    rows = db.session.execute(select(Message.payload, Message.status).where(Message.kind == "webhook"))
+    for payload, status in rows:
+        if payload.get("webhook_id") in counts:
+            bucket = counts[payload["webhook_id"]]
+            bucket[status] = bucket.get(status, 0) + 1
+    return [(hook, counts[hook.id]) for hook in hooks]

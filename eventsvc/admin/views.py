@@ -226,3 +226,50 @@ def message(event_id):
         preview = {"subject": form.subject.data, "body": form.body.data}
     return render_template("admin/message.html", form=form, event=event, preview=preview), \
         422 if form.errors else 200
+
+
+@bp.route("/koppelingen", methods=["GET", "POST"])
+def integrations():
+    """API keys and webhooks, with the delivery state of each webhook."""
+    from ..auth.tokens import create_api_token, tokens_of
+    from ..webhooks.services import create_webhook
+
+    form, new_token = FlaskForm(), None
+    if form.validate_on_submit():
+        try:
+            if request.form.get("action") == "token":
+                new_token = create_api_token(current_user, request.form.get("name", ""))[1]
+            elif request.form.get("action") == "webhook":
+                hook = create_webhook(url=request.form.get("url", ""), organiser=current_user)
+                flash(_("Webhook toegevoegd. Het geheim voor de handtekening: %(secret)s", secret=hook.secret),
+                      "success")
+        except ServiceError as error:
+            flash(str(error.message), "error")
+    return render_template("admin/integrations.html", form=form, new_token=new_token,
+                           tokens=tokens_of(current_user), webhooks=queries.webhooks_with_counts())
+
+
+@bp.post("/koppelingen/sleutel/<int:token_id>/intrekken")
+def revoke_token(token_id):
+    from ..auth.models import ApiToken
+    from ..auth.tokens import revoke_api_token
+
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.organiser_id != current_user.id or not FlaskForm().validate_on_submit():
+        abort(404)
+    revoke_api_token(token)
+    flash(_("De sleutel is ingetrokken."), "success")
+    return redirect(url_for("admin.integrations"), 303)
+
+
+@bp.post("/koppelingen/webhook/<int:webhook_id>/stoppen")
+def stop_webhook(webhook_id):
+    from ..webhooks.models import Webhook
+    from ..webhooks.services import deactivate_webhook
+
+    hook = db.session.get(Webhook, webhook_id)
+    if hook is None or not FlaskForm().validate_on_submit():
+        abort(404)
+    deactivate_webhook(hook)
+    flash(_("De webhook is gestopt."), "success")
+    return redirect(url_for("admin.integrations"), 303)

@@ -21,6 +21,7 @@ from ..registrations.models import Registration
 from ..registrations.services import _lock_event, promote_next
 from ..transaction import unit_of_work
 from ..types import utcnow
+from ..webhooks import services as webhooks
 from .models import Event, EventChange
 
 EDITABLE = ("title", "summary", "description", "audience", "region", "organised_by", "contact_name",
@@ -149,6 +150,8 @@ def reschedule_event(event: Event, *, starts_at: datetime, ends_at: datetime, re
                            .values(reschedule_response=None, reschedule_response_at=None))
         queued = _queue_for_all(event, "rescheduled", {"change_id": change.id}, now)
         _after_schedule_change(event, now)
+        webhooks.emit("event.rescheduled", event=event, subject=f"{event.id}:{event.sequence}",
+                      data=webhooks.event_data(event), now=now)
         return queued
 
     return unit_of_work(work)
@@ -170,6 +173,8 @@ def cancel_event(event: Event, *, reason: str, by=None, now: datetime | None = N
         db.session.flush()
         supersede_pending(event_id=event.id, kinds=(*SCHEDULE_KINDS, "confirmation", "promoted",
                                                     "waitlisted", "already_registered"))
+        webhooks.emit("event.cancelled", event=event, subject=f"{event.id}:{event.sequence}",
+                      data=webhooks.event_data(event), now=now)
         return _queue_for_all(event, "cancelled", {"change_id": change.id}, now)
 
     return unit_of_work(work)
@@ -211,7 +216,7 @@ def _queue_for_all(event: Event, kind: str, payload: dict, now: datetime, *,
     dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(Message).from_select(columns, rows).on_conflict_do_nothing(
         index_elements=["dedupe_key"])
-    return db.session.execute(statement).rowcount
+    return db.session.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def message_registrants(event: Event, *, subject: str, body: str, include_waitlist: bool = False,

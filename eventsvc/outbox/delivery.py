@@ -74,8 +74,26 @@ def release(ids: list[int], worker_id: str) -> None:
 
 
 def deliver_batch(ids: list[int], worker_id: str, *, should_stop=lambda: False) -> BatchResult:
-    """Send the claimed rows over one SMTP connection."""
+    """Post the claimed webhooks, then send the claimed mails over one SMTP connection."""
     result = BatchResult(claimed=len(ids))
+    kinds = dict(db.session.execute(select(Message.id, Message.kind).where(Message.id.in_(ids))).all())
+    db.session.rollback()
+    hooks = [i for i in ids if kinds.get(i) == "webhook"]
+    mails = [i for i in ids if kinds.get(i) != "webhook"]
+    if hooks:
+        from ..webhooks.delivery import deliver_webhook
+
+        for message_id in hooks:
+            if should_stop():
+                release([message_id], worker_id)
+                continue
+            deliver_webhook(message_id, worker_id, result)
+    if mails:
+        _deliver_mails(mails, worker_id, result, should_stop)
+    return result
+
+
+def _deliver_mails(ids, worker_id, result, should_stop):
     remaining = list(ids)
     try:
         with mail.connect() as connection:
@@ -88,7 +106,6 @@ def deliver_batch(ids: list[int], worker_id: str, *, should_stop=lambda: False) 
         log.warning("SMTP server unavailable: %s", error)
     finally:
         release(remaining, worker_id)
-    return result
 
 
 def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: BatchResult) -> None:
@@ -102,31 +119,31 @@ def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: Ba
         email_message = render(message) if is_still_due(message) else None
     except Exception as error:  # a bug in rendering must not stop the queue
         log.exception("rendering message %s failed", message_id)
-        _record_failure(message_id, attempts, f"render: {type(error).__name__}: {error}", permanent=False,
+        record_failure(message_id, attempts, f"render: {type(error).__name__}: {error}", permanent=False,
                         result=result)
         return
     db.session.rollback()  # hold no transaction open while talking SMTP
     if email_message is None:
-        _update(message_id, status="superseded", locked_until=None, locked_by=None)
+        update_message(message_id, status="superseded", locked_until=None, locked_by=None)
         result.skipped += 1
         return
     try:
         smtp.send_message(email_message)
     except smtplib.SMTPRecipientsRefused as error:
         code, text = next(iter(error.recipients.values()))
-        _record_failure(message_id, attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
+        record_failure(message_id, attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
         _reset(smtp)
     except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as error:
-        _record_failure(message_id, attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
+        record_failure(message_id, attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
                         permanent=error.smtp_code >= 500, result=result)
         _reset(smtp)
     except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as error:
         # Lost the server with this message in hand: it costs this message one attempt
         # (so a message that kills the connection cannot loop forever), then the queue backs off.
-        _record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result)
+        record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result)
         raise ServerUnavailable(str(error)) from error
     else:
-        _update(message_id, status="sent", sent_at=utcnow(), attempts=attempts, last_error=None,
+        update_message(message_id, status="sent", sent_at=utcnow(), attempts=attempts, last_error=None,
                 locked_until=None, locked_by=None)
         result.sent += 1
 
@@ -140,13 +157,13 @@ def is_still_due(message) -> bool:
     return scheduled_for == event.starts_at.isoformat() and not event.is_cancelled
 
 
-def _update(message_id: int, **values) -> None:
+def update_message(message_id: int, **values) -> None:
     unit_of_work(lambda: db.session.execute(
         update(Message).where(Message.id == message_id).values(**values)
         .execution_options(synchronize_session=False)))
 
 
-def _record_failure(message_id: int, attempts: int, error: str, *, permanent: bool, result: BatchResult) -> None:
+def record_failure(message_id: int, attempts: int, error: str, *, permanent: bool, result: BatchResult) -> None:
     values = dict(attempts=attempts, last_error=error[:2000], locked_until=None, locked_by=None)
     if permanent or attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         values["status"] = "failed"
@@ -155,7 +172,7 @@ def _record_failure(message_id: int, attempts: int, error: str, *, permanent: bo
         values["send_after"] = utcnow() + retry_delay(attempts)
         result.retried += 1
     db.session.rollback()
-    _update(message_id, **values)
+    update_message(message_id, **values)
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -96,7 +96,7 @@ def _render(message, registration, event):
         mail["Reply-To"] = _address(event.contact_name, event.contact_email)
     mail["Subject"] = _clean(subject)
     mail["Date"] = format_datetime(utcnow())
-    mail["Message-ID"] = f"<{message.message_id}@{mail_domain()}>"
+    mail["Message-ID"] = f"<{message.message_id.replace(':', '.')}@{mail_domain()}>"  # a colon is not valid in a msg-id
     mail["Auto-Submitted"] = "auto-generated"
     mail.set_content(render_template(f"mail/{message.kind}.txt", **context), cte="quoted-printable")
     mail.add_alternative(render_template(f"mail/{message.kind}.html", **context), subtype="html",

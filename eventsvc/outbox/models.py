@@ -8,7 +8,7 @@ from ..extensions import db
 from ..types import UTCDateTime, utcnow
 
 KINDS = ("confirmation", "waitlisted", "already_registered", "promoted", "rescheduled",
-         "cancelled", "registration_cancelled", "reminder", "day_before", "custom")
+         "cancelled", "registration_cancelled", "reminder", "day_before", "custom", "webhook")
 STATUSES = ("pending", "sent", "failed", "superseded")
 
 

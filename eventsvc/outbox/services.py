@@ -24,7 +24,7 @@ def enqueue(kind: str, *, dedupe_key: str, registration=None, event=None,
         attempts=0, message_id=Message.message_id.default.arg(None), created_at=utcnow(),
     )
     insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(Message).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    statement = insert(Message).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).execution_options(preserve_rowcount=True)
     return db.session.execute(statement).rowcount == 1
 
 

@@ -19,6 +19,7 @@ from ..transaction import unit_of_work
 from ..types import utcnow
 from .models import Registration
 from . import notifications
+from ..webhooks import services as webhooks
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def _register(event, *, name, email, organisation, role, locale, now):
         db.session.add(registration)
         db.session.flush()
         notifications.notify_waitlisted(registration, now=now)
+    webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
+                  subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
     return RegistrationResult(registration, registration.status)
 
 
@@ -145,6 +148,8 @@ def cancel_registration_in_transaction(registration, *, now, notify=True):
     if notify:
         notifications.notify_registration_cancelled(registration, now=now)
     notifications.withdraw_pending(registration)
+    webhooks.emit("registration.cancelled", event=event, data=webhooks.registration_data(registration),
+                  subject=f"{registration.id}:{now:%Y%m%dT%H%M%S%f}", now=now)
     if not was_confirmed:
         return None
     _release_seat(event)
