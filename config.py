@@ -64,6 +64,21 @@ class Config:
 
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
     MAX_CONTENT_LENGTH = 256 * 1024
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    REGISTRATION_RATE_LIMIT = os.environ.get("REGISTRATION_RATE_LIMIT", "10 per minute; 100 per hour")
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "5 per minute; 30 per hour")
+    REGISTRATIONS_PER_ADDRESS_PER_HOUR = _int("REGISTRATIONS_PER_ADDRESS_PER_HOUR", 10)
+    PROXY_FIX_HOPS = _int("PROXY_FIX_HOPS", 0)
+    ALLOW_SQLITE = _bool("EVENTSVC_ALLOW_SQLITE")
+
+    READY_MAX_BACKLOG = _int("READY_MAX_BACKLOG", 10000)
+    READY_MAX_PENDING_AGE_SECONDS = _int("READY_MAX_PENDING_AGE_SECONDS", 900)
+    READY_MAX_HEARTBEAT_AGE_SECONDS = _int("READY_MAX_HEARTBEAT_AGE_SECONDS", 120)
+    WORKER_HEARTBEAT_SECONDS = _int("WORKER_HEARTBEAT_SECONDS", 10)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    WORKER_METRICS_PORT = _int("WORKER_METRICS_PORT", 0)  # 0 = off
+    WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR", "127.0.0.1")
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SAMESITE = "Lax"
@@ -82,6 +97,7 @@ class TestingConfig(Config):
     TESTING = True
     SECRET_KEY = "testing-secret-key-not-for-production"
     MAIL_SUPPRESS_SEND = False  # tests talk SMTP to a real (local) server
+    RATELIMIT_ENABLED = False  # the suite posts many forms from 127.0.0.1; test_security turns it on
 
 
 CONFIGS = {"development": Config, "production": ProductionConfig, "testing": TestingConfig}

@@ -19,6 +19,9 @@ def create_app(config=None):
     app.config.update(overrides)
     Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
 
+    from .observability import init_observability
+
+    init_observability(app)  # first: its request id must exist before CSRF or the limiter refuse
     _init_extensions(app)
     _register_blueprints(app)
     _register_template_helpers(app)
@@ -26,8 +29,16 @@ def create_app(config=None):
     from .errors import register_error_handlers
     from .cli import register_cli
 
+    from .checks import enforce_production_safety, register_check_command
+    from .health import register_outbox_cli
+    from .security import init_security
+
     register_error_handlers(app)
     register_cli(app)
+    register_outbox_cli(app)
+    register_check_command(app)
+    init_security(app)  # after every blueprint: rate limits attach to registered endpoints
+    enforce_production_safety(app)  # last: refuses an unsafe production configuration
     return app
 
 
@@ -69,11 +80,13 @@ def _register_blueprints(app):
 
     app.register_blueprint(events_bp)
     app.register_blueprint(registrations_bp)
+    from .health import bp as health_bp
     from .i18n import bp as i18n_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(i18n_bp)
+    app.register_blueprint(health_bp)
     from .api import init_api
 
     init_api(app)

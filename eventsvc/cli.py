@@ -165,6 +165,12 @@ def register_cli(app):
 
         worker = Worker(batch_size=batch_size, idle_seconds=idle_seconds)
         click.echo(f"worker {worker.id}: delivering through {app.config['MAIL_SERVER']}:{app.config['MAIL_PORT']}")
+        if not once:
+            from .observability import start_worker_metrics_server
+
+            port = start_worker_metrics_server(app)
+            if port:
+                click.echo(f"worker {worker.id}: metrics on port {port}")
         totals = worker.run_once() if once else worker.run_forever()
         click.echo(f"worker {worker.id}: sent {totals.sent}, retried {totals.retried}, "
                    f"failed {totals.failed}, skipped {totals.skipped}")

@@ -4,3 +4,4 @@ from .events.models import Event, EventChange  # noqa: F401
 from .outbox.models import Message  # noqa: F401
 from .registrations.models import Registration  # noqa: F401
 from .webhooks.models import Webhook  # noqa: F401
+from .health import WorkerHeartbeat  # noqa: F401

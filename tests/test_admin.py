@@ -46,7 +46,7 @@ def count(model, *where):
 def test_every_organiser_route_refuses_anonymous_users(app, client, make_event, register):
     event = make_event()
     registration = register(event)
-    values = {"event_id": event.id, "registration_id": registration.id}
+    values = {"event_id": event.id, "registration_id": registration.id, "token_id": 1, "webhook_id": 1}
     token = csrf_token(client, f"/e/{event.slug}")  # a valid token: only the login guard may refuse
     checked = 0
     for rule in app.url_map.iter_rules():

@@ -61,15 +61,14 @@ def smtp(sink):
 
 
 @pytest.fixture
-def client(sink):
-    app = Flask(__name__, template_folder=str(ROOT / "templates"),
-                static_folder=str(ROOT / "eventsvc" / "static"))
-    app.config.update(SITE_NAME="eventsvc", DEVMAIL_DIR=str(sink.directory), TESTING=True)
-    app.jinja_env.globals.update(current_locale=lambda: "nl", _=lambda s, **kw: s % kw if kw else s)
-    events = Blueprint("events", __name__)
-    events.add_url_rule("/", "upcoming", lambda: "")
-    app.register_blueprint(events)
-    app.register_blueprint(devmail_bp)
+def client(sink, tmp_path):
+    """The real app in development mode (the mailbox exists only there); no database is touched."""
+    from eventsvc import create_app
+
+    app = create_app({"EVENTSVC_ENV": "development", "DEVMAIL_DIR": str(sink.directory), "TESTING": True,
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
+                      "INSTANCE_DIR": str(tmp_path)})
+    assert "devmail" in app.blueprints
     return app.test_client()
 
 

@@ -1,8 +1,9 @@
-from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 
 from .. import ical
 from ..outbox.mail import calendar_event
+from ..security import honeypot_tripped
 
 from ..errors import ServiceError
 from ..registrations.forms import RegistrationForm
@@ -69,6 +70,12 @@ def show(slug):
         if refusal:
             form.form_errors.append(str(refusal))
         elif form.validate_on_submit():
+            if honeypot_tripped(form):
+                # A bot filled the field people never see: answer as if registered, write nothing.
+                current_app.logger.info("honeypot filled on the form of %s", event.slug)
+                session["registered"] = {"slug": event.slug, "email": form.email.data,
+                                         "status": "waitlisted" if event.is_full else "confirmed"}
+                return redirect(url_for("events.registered", slug=event.slug), 303)
             try:
                 result = register(event, name=form.name.data, email=form.email.data,
                                   organisation=form.organisation.data or "", role=form.role.data or "",

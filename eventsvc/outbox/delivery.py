@@ -16,6 +16,7 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 
 from ..extensions import db, mail
+from ..observability import count_delivery_failure, observe_delivery
 from ..transaction import unit_of_work
 from ..types import utcnow
 from .mail import render
@@ -102,6 +103,7 @@ def _deliver_mails(ids, worker_id, result, should_stop):
                 remaining.pop(0)
     except (ServerUnavailable, smtplib.SMTPException, OSError) as error:
         result.server_down = True
+        count_delivery_failure("server_unavailable")
         result.errors.append(f"{type(error).__name__}: {error}")
         log.warning("SMTP server unavailable: %s", error)
     finally:
@@ -115,12 +117,13 @@ def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: Ba
         db.session.rollback()
         return
     attempts = message.attempts + 1
+    due_since = max(message.created_at, message.send_after)
     try:
         email_message = render(message) if is_still_due(message) else None
     except Exception as error:  # a bug in rendering must not stop the queue
         log.exception("rendering message %s failed", message_id)
         record_failure(message_id, attempts, f"render: {type(error).__name__}: {error}", permanent=False,
-                        result=result)
+                       result=result, reason="render")
         return
     db.session.rollback()  # hold no transaction open while talking SMTP
     if email_message is None:
@@ -140,12 +143,14 @@ def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: Ba
     except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as error:
         # Lost the server with this message in hand: it costs this message one attempt
         # (so a message that kills the connection cannot loop forever), then the queue backs off.
-        record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result)
+        record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result,
+                       reason="connection")
         raise ServerUnavailable(str(error)) from error
     else:
         update_message(message_id, status="sent", sent_at=utcnow(), attempts=attempts, last_error=None,
-                locked_until=None, locked_by=None)
+                       locked_until=None, locked_by=None)
         result.sent += 1
+        observe_delivery((utcnow() - due_since).total_seconds())
 
 
 def is_still_due(message) -> bool:
@@ -163,14 +168,17 @@ def update_message(message_id: int, **values) -> None:
         .execution_options(synchronize_session=False)))
 
 
-def record_failure(message_id: int, attempts: int, error: str, *, permanent: bool, result: BatchResult) -> None:
+def record_failure(message_id: int, attempts: int, error: str, *, permanent: bool, result: BatchResult,
+                   reason: str = "retry") -> None:
     values = dict(attempts=attempts, last_error=error[:2000], locked_until=None, locked_by=None)
     if permanent or attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
         values["status"] = "failed"
         result.failed += 1
+        count_delivery_failure("permanent" if permanent else "exhausted")
     else:
         values["send_after"] = utcnow() + retry_delay(attempts)
         result.retried += 1
+        count_delivery_failure(reason)
     db.session.rollback()
     update_message(message_id, **values)
 

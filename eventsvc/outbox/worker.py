@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ..extensions import db
+from ..health import beat
 from .delivery import claim_due, deliver_batch
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,24 @@ class Worker:
         return self.totals
 
     def _batch(self):
+        beat(self.id, self.totals.sent)
         ids = claim_due(self.id, limit=self.batch_size)
         if not ids:
             db.session.rollback()  # end the read transaction; keep nothing between batches
             return None
-        result = deliver_batch(ids, self.id, should_stop=lambda: self.stopping)
+        result = deliver_batch(ids, self.id, should_stop=self._should_stop)
         db.session.rollback()
         for name in ("sent", "retried", "failed", "skipped"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
         self.totals.batches += 1
         return result
 
+    def _should_stop(self):
+        beat(self.id, self.totals.sent)  # before each message: a long batch over a slow server still beats
+        return self.stopping
+
     def _sleep(self, seconds):
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
-            time.sleep(min(0.2, deadline - time.monotonic()))
+            beat(self.id, self.totals.sent)  # backing off is not dead
+            time.sleep(max(0.0, min(0.2, deadline - time.monotonic())))

@@ -21,5 +21,7 @@ class RegistrationForm(FlaskForm):
     role = StringField(_l("Functie"), filters=[strip], validators=[
         Length(max=200, message=_l("De functie mag hoogstens %(max)d tekens lang zijn.")),
         single_line])
+    # Honeypot (eventsvc/security.py): out of sight for people, filled in by bots.
+    website = StringField(_l("Laat dit veld leeg"), filters=[strip])
     consent = BooleanField(_l("Ik ga akkoord met de privacyverklaring."), validators=[
         DataRequired(_l("Geef aan dat u akkoord gaat met de privacyverklaring."))])

@@ -21,6 +21,8 @@ class Registration(db.Model):
         UniqueConstraint("event_id", "email_normalized"),
         CheckConstraint("status IN ('confirmed', 'waitlisted', 'cancelled')", name="status_known"),
         Index("ix_registrations_waitlist", "event_id", "status", "waitlisted_at", "id"),
+        # The per-address cap counts an address's registrations of the last hour.
+        Index("ix_registrations_address", "email_normalized", "registered_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -15,6 +15,8 @@ from ..errors import ServiceError
 from ..events.models import Event
 from ..extensions import db
 from ..formatting import current_locale, format_moment
+from ..observability import count_registration
+from ..security import ADDRESS_CAP_MESSAGE, registrations_per_address_allowed
 from ..transaction import unit_of_work
 from ..types import utcnow
 from .models import Registration
@@ -29,6 +31,7 @@ class RegistrationResult:
     # For a repeat registration this is what a newcomer would have got, so the
     # page never reveals whether an address was registered before.
     shown_status: str
+    repeat: bool = False
 
 
 def normalize_email(email: str) -> str:
@@ -57,8 +60,15 @@ def register(event: Event, *, name: str, email: str, organisation: str = "", rol
     now = now or utcnow()
     # A unique-constraint clash means the same address registered at the same
     # moment; the retry then sees that row and treats this as a repeat.
-    return unit_of_work(lambda: _register(event, name=name, email=email, organisation=organisation,
-                                          role=role, locale=locale, now=now), retry_integrity=True)
+    try:
+        result = unit_of_work(lambda: _register(event, name=name, email=email, organisation=organisation,
+                                                role=role, locale=locale, now=now), retry_integrity=True)
+    except ServiceError:
+        count_registration("refused")
+        raise
+    # Counted after the commit, so a retried transaction is counted once.
+    count_registration("already_registered" if result.repeat else result.registration.status)
+    return result
 
 
 def _register(event, *, name, email, organisation, role, locale, now):
@@ -72,7 +82,9 @@ def _register(event, *, name, email, organisation, role, locale, now):
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
         db.session.refresh(event)
-        return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed")
+        return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed", repeat=True)
+    if not registrations_per_address_allowed(key, now):
+        raise ServiceError(ADDRESS_CAP_MESSAGE, field="email")
 
     registration = existing or Registration(event_id=event.id, email_normalized=key)
     registration.name, registration.email = name, email.strip()

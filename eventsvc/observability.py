@@ -1,0 +1,358 @@
+"""Logs and metrics: `init_observability(app)`.
+
+Logs
+- One line per request on the `eventsvc.request` logger: request id, method,
+  path, status, duration. JSON lines when EVENTSVC_ENV=production, readable
+  lines in development; under `testing` the handlers are left to the test
+  runner (the records are the same).
+- The request id is the caller's `X-Request-ID` when it is a sane token (nginx
+  sets one, see docs/deploy.md), else a new one; it is returned in the
+  `X-Request-ID` response header and added to every log line of the request.
+- No personal data: the path is logged without its query string, the personal
+  token in `/r/<token>/…` is logged as `/r/<redacted>/…`, and every line this
+  module formats (any logger, tracebacks included) has the same redaction
+  plus e-mail addresses replaced by `<email>`. Client IP addresses are not
+  logged. Names cannot be recognised by a pattern: never pass them to a logger.
+
+Metrics (Prometheus, `prometheus_client`) at `GET /metrics`:
+- eventsvc_http_requests_total{method,endpoint,status}
+- eventsvc_http_request_duration_seconds{method,endpoint,status} (histogram)
+- eventsvc_registrations_total{outcome}                   count_registration()
+- eventsvc_outbox_delivery_latency_seconds (histogram)    observe_delivery()
+- eventsvc_outbox_delivery_failures_total{reason}         count_delivery_failure()
+- eventsvc_outbox_messages{state}, eventsvc_outbox_due_messages,
+  eventsvc_outbox_oldest_due_age_seconds, eventsvc_worker_heartbeat_age_seconds,
+  eventsvc_outbox_collector_up: read from the database at scrape time, so
+  every web process reports the same global values (aggregate with max()).
+- Several gunicorn processes: set PROMETHEUS_MULTIPROC_DIR (an empty
+  directory, emptied at every start) in the environment *before* the app is
+  imported; /metrics then adds up all processes (prometheus_client's
+  multiprocess mode). Without it each scrape sees only the process it hit.
+- The outbox worker is a separate process: `start_worker_metrics_server(app)`
+  serves its own metrics (delivery latency and failures) on
+  WORKER_METRICS_PORT when that is set.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Response, current_app, has_request_context, request
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram,
+                               generate_latest)
+from prometheus_client.core import GaugeMetricFamily
+
+EXTENSION_KEY = "eventsvc_observability"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUEST_ID_HEADER = "X-Request-ID"
+QUIET_ENDPOINTS = {"health.healthz", "health.readyz", "metrics"}  # probes and scrapes: logged at DEBUG
+
+request_log = logging.getLogger("eventsvc.request")
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- redaction
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_PERSONAL_PATH = re.compile(r"(/r/)(?!<redacted>)[^/\s?#\"'\]\[<>]+")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def redact(text: str) -> str:
+    """Remove personal tokens (/r/<token>) and e-mail addresses from a log text."""
+    if not text:
+        return text
+    return _EMAIL.sub("<email>", _PERSONAL_PATH.sub(r"\1<redacted>", text))
+
+
+def loggable_path(path: str) -> str:
+    """The request path as it may be logged: no query string, no token, no address."""
+    return redact(path.split("?", 1)[0])
+
+
+# ---------------------------------------------------------------- log formatting
+
+_RECORD_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "endpoint")
+
+
+class RequestIdFilter(logging.Filter):
+    """Put the current request id on every record (`-` outside a request)."""
+
+    def filter(self, record):
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id() if has_request_context() else "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, redacted."""
+
+    def format(self, record):
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for name in _RECORD_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None and value != "-":
+                entry[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class ReadableFormatter(logging.Formatter):
+    """`12:00:01 INFO eventsvc.request [request-id] GET /e/slug 200 12.3 ms`, redacted."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s", "%H:%M:%S")
+
+    def format(self, record):
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        return redact(super().format(record))
+
+
+class _DropWerkzeugAccessLines(logging.Filter):
+    """The dev server's own access line repeats ours, with the raw path: drop it."""
+
+    _ACCESS = re.compile(r'^\S+ - - \[[^\]]*\] "')
+
+    def filter(self, record):
+        return not self._ACCESS.match(str(record.msg))
+
+
+def configure_logging(app) -> logging.Handler | None:
+    """Route the root logger to stderr in the format EVENTSVC_ENV asks for.
+
+    Idempotent (replaces the handler a previous call installed). Under
+    `testing` nothing is installed: the test runner owns the handlers.
+    """
+    env = app.config.get("EVENTSVC_ENV", "development")
+    level = str(app.config.get("LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    # alembic's logging.fileConfig (run by `flask db upgrade` in the same process, as the tests do)
+    # disables every logger that exists at that moment; ours must keep working.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (name == "eventsvc" or name.startswith("eventsvc.")) and isinstance(logger, logging.Logger):
+            logger.disabled = False
+    if env == "testing":
+        return None
+    logging.getLogger("eventsvc").setLevel(level)
+    from flask.logging import default_handler
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_eventsvc", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler._eventsvc = True
+    handler.setFormatter(JsonFormatter() if env == "production" else ReadableFormatter())
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    app.logger.removeHandler(default_handler)  # everything goes through the root handler, once
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _DropWerkzeugAccessLines) for f in werkzeug.filters):
+        werkzeug.addFilter(_DropWerkzeugAccessLines())
+    return handler
+
+
+# ---------------------------------------------------------------- metrics
+
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_DELIVERY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 24 * 3600)
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+REGISTRATION_OUTCOMES = {"confirmed", "waitlisted", "already_registered", "refused"}
+FAILURE_REASONS = {"permanent", "retry", "exhausted", "connection", "render", "server_unavailable"}
+
+# Multiprocess mode writes every metric value to a file in this directory, from
+# the moment a metric is built (below): it must exist before then.
+if os.environ.get(MULTIPROC_ENV):
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+HTTP_REQUESTS = Counter("eventsvc_http_requests", "HTTP requests handled.",
+                        ["method", "endpoint", "status"])
+HTTP_LATENCY = Histogram("eventsvc_http_request_duration_seconds", "Time to handle an HTTP request.",
+                         ["method", "endpoint", "status"], buckets=_HTTP_BUCKETS)
+REGISTRATIONS = Counter("eventsvc_registrations", "Registrations by outcome.", ["outcome"])
+DELIVERY_LATENCY = Histogram("eventsvc_outbox_delivery_latency_seconds",
+                             "From the moment a message was due (queued, or its scheduled time) "
+                             "until the SMTP server accepted it.", buckets=_DELIVERY_BUCKETS)
+DELIVERY_FAILURES = Counter("eventsvc_outbox_delivery_failures", "Failed delivery attempts by reason.",
+                            ["reason"])
+
+
+def count_registration(status: str) -> None:
+    """One registration request's outcome: confirmed, waitlisted, already_registered, refused, …"""
+    REGISTRATIONS.labels(outcome=status if status in REGISTRATION_OUTCOMES else "other").inc()
+
+
+def observe_delivery(seconds: float) -> None:
+    """A message was accepted by the SMTP server `seconds` after it was due."""
+    DELIVERY_LATENCY.observe(max(float(seconds), 0.0))
+
+
+def count_delivery_failure(kind: str) -> None:
+    """A failed attempt: permanent, retry, exhausted, connection, render or server_unavailable."""
+    DELIVERY_FAILURES.labels(reason=kind if kind in FAILURE_REASONS else "other").inc()
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class OutboxCollector:
+    """Outbox depth and worker heartbeat, read from the database at scrape time."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        from .health import _outbox_figures
+        from .extensions import db
+        from .types import utcnow
+
+        up = GaugeMetricFamily("eventsvc_outbox_collector_up",
+                               "1 when the outbox figures below could be read from the database.")
+        now = utcnow()
+        try:
+            with self.app.app_context(), db.engine.connect() as conn:
+                figures = _outbox_figures(conn, now)
+                conn.rollback()
+                heartbeat_age = self._heartbeat_age(conn, now)
+        except Exception as error:
+            log.warning("metrics: outbox figures unavailable: %s", type(error).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        states = GaugeMetricFamily("eventsvc_outbox_messages", "Outbox rows by state.", labels=["state"])
+        for state, count in sorted(figures["by_status"].items()):
+            states.add_metric([state], count)
+        yield states
+        yield GaugeMetricFamily("eventsvc_outbox_due_messages", "Pending rows that are due now (the backlog).",
+                                value=figures["due"])
+        yield GaugeMetricFamily("eventsvc_outbox_oldest_due_age_seconds",
+                                "How long the oldest due pending row has been due.",
+                                value=figures["oldest_due_age_seconds"])
+        if heartbeat_age is not None:
+            yield GaugeMetricFamily("eventsvc_worker_heartbeat_age_seconds",
+                                    "Age of the newest outbox worker heartbeat.", value=heartbeat_age)
+
+    @staticmethod
+    def _heartbeat_age(conn, now):
+        from .health import _newest_heartbeat
+
+        try:
+            return _newest_heartbeat(conn, now)[0]
+        except Exception:  # no heartbeat table (yet)
+            return None
+        finally:
+            conn.rollback()
+
+
+class _Collectors:
+    """Quacks like a registry for generate_latest(): the union of several collectors."""
+
+    def __init__(self, *collectors):
+        self.collectors = collectors
+
+    def collect(self):
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+def process_registry():
+    """The registry of this process's counters, or of all processes in multiprocess mode."""
+    if not multiprocess_mode():
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def metrics_view():
+    data = generate_latest(_Collectors(process_registry(), OutboxCollector(current_app._get_current_object())))
+    return Response(data, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+
+def start_worker_metrics_server(app) -> int | None:
+    """For `flask worker`: serve this process's metrics on WORKER_METRICS_PORT (if set).
+
+    Returns the port, or None when no port is configured.
+    """
+    port = app.config.get("WORKER_METRICS_PORT") or os.environ.get("WORKER_METRICS_PORT")
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    address = app.config.get("WORKER_METRICS_ADDR") or os.environ.get("WORKER_METRICS_ADDR") or "127.0.0.1"
+    start_http_server(int(port), addr=address, registry=process_registry())
+    return int(port)
+
+
+# ---------------------------------------------------------------- requests
+
+_ENVIRON_ID = "eventsvc.request_id"
+_ENVIRON_STARTED = "eventsvc.request_started"
+
+
+def request_id() -> str:
+    """This request's id: the caller's X-Request-ID when it is a sane token, else a new one."""
+    # Kept in the WSGI environ, which belongs to this request alone (`g` lives
+    # as long as the app context, which a test or a CLI command may share).
+    environ = request.environ
+    if _ENVIRON_ID not in environ:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        environ[_ENVIRON_ID] = given if _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return environ[_ENVIRON_ID]
+
+
+def _start_request():
+    request.environ[_ENVIRON_STARTED] = time.perf_counter()
+    request_id()
+
+
+def _finish_request(response):
+    started = request.environ.get(_ENVIRON_STARTED)  # missing when an earlier before_request refused
+    duration = time.perf_counter() - started if started is not None else 0.0
+    rid = request_id()
+    response.headers[REQUEST_ID_HEADER] = rid
+    endpoint = request.url_rule.endpoint if request.url_rule is not None else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    status = str(response.status_code)
+    HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=status).inc()
+    HTTP_LATENCY.labels(method=method, endpoint=endpoint, status=status).observe(duration)
+    path = loggable_path(request.path)
+    duration_ms = round(duration * 1000, 1)
+    request_log.log(
+        logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO,
+        "%s %s %s %.1f ms", method, path, status, duration_ms,
+        extra={"request_id": rid, "method": method, "path": path, "status": response.status_code,
+               "duration_ms": duration_ms, "endpoint": endpoint})
+    return response
+
+
+def init_observability(app):
+    """Structured logs with request ids, and Prometheus metrics at /metrics. Idempotent."""
+    if EXTENSION_KEY in app.extensions:
+        return app.extensions[EXTENSION_KEY]
+    configure_logging(app)
+    directory = os.environ.get(MULTIPROC_ENV)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+    state = {"multiprocess": bool(directory)}
+    app.extensions[EXTENSION_KEY] = state
+    return state
