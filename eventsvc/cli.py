@@ -155,6 +155,16 @@ def register_cli(app):
         email, password = create_demo_organiser()
         click.echo(f"organiser login: {app.config['BASE_URL']}/inloggen  {email} / {password}")
 
+    @app.cli.command("purge")
+    @click.option("--after-days", type=click.IntRange(0, 36500), default=None,
+                  help="Anonymise registrations of events that ended this many days ago (default: the setting).")
+    def purge_command(after_days):
+        """Anonymise the personal data of past events, keeping the counts."""
+        from .registrations.privacy import purge_ended
+
+        days = app.config["PURGE_AFTER_DAYS"] if after_days is None else after_days
+        click.echo(f"anonymised {purge_ended(after_days=days)} registrations of events that ended over {days} days ago")
+
     @app.cli.command("worker")
     @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
     @click.option("--batch-size", type=click.IntRange(1, 1000), default=None)

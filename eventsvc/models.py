@@ -5,3 +5,4 @@ from .outbox.models import Message  # noqa: F401
 from .registrations.models import Registration  # noqa: F401
 from .webhooks.models import Webhook  # noqa: F401
 from .health import WorkerHeartbeat  # noqa: F401
+from .pages.models import Page  # noqa: F401

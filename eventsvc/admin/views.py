@@ -273,3 +273,18 @@ def stop_webhook(webhook_id):
     deactivate_webhook(hook)
     flash(_("De webhook is gestopt."), "success")
     return redirect(url_for("admin.integrations"), 303)
+
+
+@bp.route("/privacy", methods=["GET", "POST"])
+def privacy():
+    """The privacy statement shown next to the registration form."""
+    from ..events.forms import PageForm
+    from ..pages.services import privacy_page, save_privacy_page
+
+    page = privacy_page()
+    form = PageForm(obj=page)
+    if form.validate_on_submit():
+        save_privacy_page(title=form.title.data, body=form.body.data)
+        flash(_("De privacyverklaring is opgeslagen."), "success")
+        return redirect(url_for("admin.privacy"), 303)
+    return render_template("admin/privacy.html", form=form, page=page), 422 if form.errors else 200

@@ -115,3 +115,9 @@ class MessageForm(FlaskForm):
     body = TextAreaField(_l("Tekst"), filters=[strip], validators=[
         DataRequired(_l("Dit veld is verplicht.")), Length(max=10000, message=_l("Hoogstens %(max)d tekens."))])
     include_waitlist = BooleanField(_l("Ook aan de wachtlijst sturen"))
+
+
+class PageForm(FlaskForm):
+    title = _line(_l("Titel"), 200, required=True)
+    body = TextAreaField(_l("Tekst (Markdown)"), filters=[strip], validators=[
+        DataRequired(_l("Dit veld is verplicht.")), Length(max=50000, message=_l("Hoogstens %(max)d tekens."))])

@@ -61,6 +61,13 @@ def feed():
     return response
 
 
+@bp.get("/privacy")
+def privacy():
+    from ..pages.services import privacy_page
+
+    return render_template("pages/privacy.html", page=privacy_page())
+
+
 @bp.route("/e/<slug>", methods=["GET", "POST"])
 def show(slug):
     event = _event_or_404(slug)

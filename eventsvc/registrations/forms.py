@@ -23,5 +23,5 @@ class RegistrationForm(FlaskForm):
         single_line])
     # Honeypot (eventsvc/security.py): out of sight for people, filled in by bots.
     website = StringField(_l("Laat dit veld leeg"), filters=[strip])
-    consent = BooleanField(_l("Ik ga akkoord met de privacyverklaring."), validators=[
+    consent = BooleanField(_l("Ik ga akkoord met de privacyverklaring (zie de link hieronder)."), validators=[
         DataRequired(_l("Geef aan dat u akkoord gaat met de privacyverklaring."))])

@@ -82,6 +82,21 @@ def still_attending(token):
                            event=registration.event, form=form)
 
 
+@bp.route("/<token>/verwijderen", methods=["GET", "POST"])
+def erase(token):
+    """The registrant deletes their own data (after a confirmation step)."""
+    from .privacy import erase_registration
+
+    registration = _registration_or_404(token)
+    form = FlaskForm()
+    if form.validate_on_submit():
+        title = registration.event.title
+        erase_registration(registration)
+        return render_template("registrations/erased.html", title=title)
+    return render_template("registrations/erase.html", registration=registration, event=registration.event,
+                           form=form)
+
+
 @bp.get("/<token>/join")
 def join(token):
     """Redirect to the secret join URL, only within the join window and only for a confirmed seat."""
