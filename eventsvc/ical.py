@@ -54,7 +54,7 @@ def build_invite(event: CalendarEvent, *, method: str, organizer: Person, attend
     vevent.add("organizer", _address(organizer))
     vevent.add("attendee", _address(attendee, ROLE="REQ-PARTICIPANT",
                                     PARTSTAT="NEEDS-ACTION", RSVP="TRUE"))
-    return _calendar(method, prodid, [event], [vevent]).to_ical()
+    return _serialise(_calendar(method, prodid), [event], [vevent])
 
 
 def build_personal_calendar(event: CalendarEvent, *, dtstamp: datetime,
@@ -62,7 +62,7 @@ def build_personal_calendar(event: CalendarEvent, *, dtstamp: datetime,
     """The registrant's downloadable .ics: METHOD:PUBLISH, same UID and SEQUENCE
     as the mails, no ORGANIZER/ATTENDEE."""
     vevent = _vevent(event, dtstamp, cancelled=event.cancelled)
-    return _calendar("PUBLISH", prodid, [event], [vevent]).to_ical()
+    return _serialise(_calendar("PUBLISH", prodid), [event], [vevent])
 
 
 def build_feed(events: list[CalendarEvent], *, name: str, dtstamp: datetime,
@@ -70,9 +70,9 @@ def build_feed(events: list[CalendarEvent], *, name: str, dtstamp: datetime,
     """Public feed: METHOD:PUBLISH, X-WR-CALNAME, one VEVENT per event, no
     ORGANIZER/ATTENDEE, a VTIMEZONE for every distinct tzid used."""
     vevents = [_vevent(e, dtstamp, cancelled=e.cancelled) for e in events]
-    cal = _calendar("PUBLISH", prodid, events, vevents)
+    cal = _calendar("PUBLISH", prodid)
     cal.calendar_name = _line(name)  # writes RFC 7986 NAME and X-WR-CALNAME
-    return cal.to_ical()
+    return _serialise(cal, events, vevents)
 
 
 def google_calendar_url(event: CalendarEvent, details: str) -> str:
@@ -104,18 +104,28 @@ def outlook_calendar_url(event: CalendarEvent, details: str) -> str:
 # --- building blocks --------------------------------------------------------
 
 
-def _calendar(method: str, prodid: str, events: list[CalendarEvent],
-              vevents: list[Event]) -> Calendar:
+def _calendar(method: str, prodid: str) -> Calendar:
     cal = Calendar()
     cal.add("version", "2.0")
     cal.add("prodid", _line(prodid))
     cal.add("calscale", "GREGORIAN")
     cal.add("method", method)
-    for vtimezone in _vtimezones(events):  # RFC 5545: define a zone before using it
-        cal.add_component(vtimezone)
-    for vevent in vevents:
-        cal.add_component(vevent)
     return cal
+
+
+def _serialise(cal: Calendar, events: list[CalendarEvent], vevents: list[Event]) -> bytes:
+    """The calendar's properties, then VTIMEZONEs (RFC 5545: a zone is defined
+    before it is used), then the VEVENTs.
+
+    The VTIMEZONEs are serialised once per zone and spliced in on a line
+    boundary: folding their many lines again for every invite of a fan-out
+    cost more than the rest of the invite.
+    """
+    head = cal.to_ical()
+    end = b"END:VCALENDAR\r\n"
+    assert head.endswith(end)
+    zones = b"".join(_vtimezone_bytes(tzid, first, last) for tzid, first, last in _zone_spans(events))
+    return head[:-len(end)] + zones + b"".join(v.to_ical() for v in vevents) + end
 
 
 def _vevent(event: CalendarEvent, dtstamp: datetime, *, cancelled: bool) -> Event:
@@ -138,21 +148,21 @@ def _vevent(event: CalendarEvent, dtstamp: datetime, *, cancelled: bool) -> Even
     return vevent
 
 
-def _vtimezones(events: list[CalendarEvent]) -> list[Timezone]:
-    """One VTIMEZONE per zone, in a stable order, generated from tzdata.
+def _zone_spans(events: list[CalendarEvent]) -> list[tuple[str, int, int]]:
+    """(tzid, first year, last year) per zone, in a stable order.
 
     icalendar's default window is 1970-2038 (about 2.5 kB of RDATEs per zone,
     and nothing after 2038), so we ask for whole years around the events only.
     Sorted by tzid because Calendar.add_missing_timezones() iterates a set,
     which would make the output differ from one process to the next.
     """
-    result = []
+    spans = []
     for tzid in sorted({e.tzid for e in events}):
         zone = ZoneInfo(tzid)
         local = [_utc(t).astimezone(zone) for e in events if e.tzid == tzid
                  for t in (e.starts_at, e.ends_at)]
-        result.append(_vtimezone(tzid, min(local).year, max(local).year))
-    return result
+        spans.append((tzid, min(local).year, max(local).year))
+    return spans
 
 
 @lru_cache(maxsize=256)
@@ -161,6 +171,11 @@ def _vtimezone(tzid: str, first_year: int, last_year: int) -> Timezone:
     # event needs the same one. Components are never changed after this.
     return _one_rdate_per_line(Timezone.from_tzid(
         tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1)))
+
+
+@lru_cache(maxsize=256)
+def _vtimezone_bytes(tzid: str, first_year: int, last_year: int) -> bytes:
+    return _vtimezone(tzid, first_year, last_year).to_ical()
 
 
 def _one_rdate_per_line(vtimezone: Timezone) -> Timezone:

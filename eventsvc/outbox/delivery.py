@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db, mail
 from ..observability import count_delivery_failure, observe_delivery
@@ -94,63 +95,93 @@ def deliver_batch(ids: list[int], worker_id: str, *, should_stop=lambda: False) 
     return result
 
 
+@dataclass
+class Prepared:
+    """A claimed mail, rendered and ready to hand to the SMTP server."""
+
+    id: int
+    attempts: int
+    due_since: datetime
+    email: object
+
+
 def _deliver_mails(ids, worker_id, result, should_stop):
-    remaining = list(ids)
+    remaining = _prepare(ids, worker_id, result)
     try:
-        with mail.connect() as connection:
-            while remaining and not should_stop():
-                _deliver_one(connection.host, remaining[0], worker_id, result)
-                remaining.pop(0)
+        if remaining:
+            with mail.connect() as connection:
+                while remaining and not should_stop():
+                    _send_one(connection.host, remaining[0], result)
+                    remaining.pop(0)
     except (ServerUnavailable, smtplib.SMTPException, OSError) as error:
         result.server_down = True
         count_delivery_failure("server_unavailable")
         result.errors.append(f"{type(error).__name__}: {error}")
         log.warning("SMTP server unavailable: %s", error)
     finally:
-        release(remaining, worker_id)
+        release([p.id for p in remaining], worker_id)
 
 
-def _deliver_one(smtp: smtplib.SMTP, message_id: int, worker_id: str, result: BatchResult) -> None:
-    message = db.session.get(Message, message_id, populate_existing=True)
-    if message is None or message.status != "pending" or message.locked_by != worker_id:
-        result.skipped += 1
-        db.session.rollback()
-        return
-    attempts = message.attempts + 1
-    due_since = max(message.created_at, message.send_after)
+def _prepare(ids, worker_id, result) -> list[Prepared]:
+    """Load the batch with what its mails need in a few queries, render each, and
+    end the read transaction: none stays open while talking SMTP."""
+    from ..events.models import Event
+    from ..registrations.models import Registration
+
+    messages = db.session.scalars(
+        select(Message).where(Message.id.in_(ids)).order_by(Message.send_after, Message.id)
+        .options(selectinload(Message.registration).selectinload(Registration.event)
+                 .selectinload(Event.changes))
+        .execution_options(populate_existing=True)).all()
+    prepared, superseded, broken = [], [], []
+    for message in messages:
+        if message.status != "pending" or message.locked_by != worker_id:
+            result.skipped += 1
+            continue
+        attempts = message.attempts + 1
+        try:
+            email_message = render(message) if is_still_due(message) else None
+        except Exception as error:  # a bug in rendering must not stop the queue
+            log.exception("rendering message %s failed", message.id)
+            broken.append((message.id, attempts, f"render: {type(error).__name__}: {error}"))
+            continue
+        if email_message is None:
+            superseded.append(message.id)
+        else:
+            prepared.append(Prepared(message.id, attempts, max(message.created_at, message.send_after), email_message))
+    db.session.rollback()
+    if superseded:
+        unit_of_work(lambda: db.session.execute(
+            update(Message).where(Message.id.in_(superseded))
+            .values(status="superseded", locked_until=None, locked_by=None)))
+        result.skipped += len(superseded)
+    for message_id, attempts, error in broken:
+        record_failure(message_id, attempts, error, permanent=False, result=result, reason="render")
+    return prepared
+
+
+def _send_one(smtp: smtplib.SMTP, item: Prepared, result: BatchResult) -> None:
     try:
-        email_message = render(message) if is_still_due(message) else None
-    except Exception as error:  # a bug in rendering must not stop the queue
-        log.exception("rendering message %s failed", message_id)
-        record_failure(message_id, attempts, f"render: {type(error).__name__}: {error}", permanent=False,
-                       result=result, reason="render")
-        return
-    db.session.rollback()  # hold no transaction open while talking SMTP
-    if email_message is None:
-        update_message(message_id, status="superseded", locked_until=None, locked_by=None)
-        result.skipped += 1
-        return
-    try:
-        smtp.send_message(email_message)
+        smtp.send_message(item.email)
     except smtplib.SMTPRecipientsRefused as error:
         code, text = next(iter(error.recipients.values()))
-        record_failure(message_id, attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
+        record_failure(item.id, item.attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
         _reset(smtp)
     except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as error:
-        record_failure(message_id, attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
-                        permanent=error.smtp_code >= 500, result=result)
+        record_failure(item.id, item.attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
+                       permanent=error.smtp_code >= 500, result=result)
         _reset(smtp)
     except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as error:
         # Lost the server with this message in hand: it costs this message one attempt
         # (so a message that kills the connection cannot loop forever), then the queue backs off.
-        record_failure(message_id, attempts, f"connection: {error}", permanent=False, result=result,
+        record_failure(item.id, item.attempts, f"connection: {error}", permanent=False, result=result,
                        reason="connection")
         raise ServerUnavailable(str(error)) from error
     else:
-        update_message(message_id, status="sent", sent_at=utcnow(), attempts=attempts, last_error=None,
+        update_message(item.id, status="sent", sent_at=utcnow(), attempts=item.attempts, last_error=None,
                        locked_until=None, locked_by=None)
         result.sent += 1
-        observe_delivery((utcnow() - due_since).total_seconds())
+        observe_delivery((utcnow() - item.due_since).total_seconds())
 
 
 def is_still_due(message) -> bool:
