@@ -3,12 +3,11 @@ import csv
 import io
 from datetime import datetime, timezone
 
-import icalendar
 import pytest
 from sqlalchemy import func, select
 
 from eventsvc.auth.services import create_organiser
-from eventsvc.events.models import Event, EventChange
+from eventsvc.events.models import Event
 from eventsvc.extensions import db
 from eventsvc.outbox.models import Message
 from eventsvc.registrations.models import Registration
@@ -143,7 +142,8 @@ def test_publishing_an_online_event_needs_a_join_url(logged_in):
 
 def test_capacity_cannot_go_below_the_confirmed_count_and_raising_it_promotes(logged_in, make_event, register):
     event = make_event(capacity=2, starts_at=datetime(2031, 3, 3, 9, 0, tzinfo=timezone.utc))
-    first, second, waiting = register(event), register(event), register(event)
+    register(event), register(event)
+    waiting = register(event)
     local = event.starts_at.astimezone(event.tz)
     same_time = dict(date=local.strftime("%Y-%m-%d"), start=local.strftime("%H:%M"),
                      end=event.ends_at.astimezone(event.tz).strftime("%H:%M"))

@@ -1,7 +1,7 @@
 """Operator commands through Flask's CLI runner: same services as the web pages."""
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import func, select
 

@@ -8,10 +8,8 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
-from flask import Blueprint, Flask
 
 from eventsvc.devmail.sink import MailSink
-from eventsvc.devmail.views import devmail_bp
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECT = "Gewijzigd: Café-webinar “Samen” – 23 juni 🎉"

@@ -13,8 +13,7 @@ from eventsvc.outbox.models import Message
 from eventsvc.registrations.models import Registration
 from eventsvc.registrations.services import cancel_registration, join_state
 
-from .conftest import csrf_token
-from .mailtools import by_recipient, deliver, parse_invite, vevent
+from .mailtools import by_recipient, deliver, vevent
 
 SECRET = "https://meet.example.org/secret-room-42"
 

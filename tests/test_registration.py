@@ -95,7 +95,8 @@ def test_cancelling_frees_the_seat_and_promotes_the_first_on_the_waiting_list(ma
 
 def test_cancelling_a_waitlisted_registration_keeps_the_seats(make_event, register):
     event = make_event(capacity=1)
-    first, second = register(event), register(event)
+    register(event)
+    second = register(event)
     assert cancel_registration(second) is None
     db.session.rollback()  # end the read snapshot, expire everything
     assert [r.status for r in registrations()] == ["confirmed", "cancelled"]

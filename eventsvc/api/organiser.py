@@ -1,5 +1,4 @@
 """Organiser endpoints: bearer tokens; the same services as the web pages."""
-from functools import wraps
 
 from flask import g, request
 from flask_smorest import Blueprint, abort
