@@ -14,6 +14,11 @@ $(BIN)/activate: requirements.txt requirements-test.txt
 
 setup: $(BIN)/activate translations
 
+## axe-core for the accessibility checks in the browser tests (pinned in package-lock.json)
+node_modules/axe-core/axe.min.js: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 translations: $(BIN)/activate
 	@if ls translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then $(BIN)/pybabel compile -d translations >/dev/null; fi
 
@@ -28,7 +33,7 @@ run: demo
 	$(BIN)/python -m eventsvc.devserver
 
 ## The whole suite, on SQLite and PostgreSQL.
-test: setup
+test: setup node_modules/axe-core/axe.min.js
 	$(BIN)/python -m pytest
 
 bench: setup

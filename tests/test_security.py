@@ -655,7 +655,11 @@ def _event_handler_attributes(page):
 def _assert_clean_mail(message):
     from eventsvc.outbox.mail import render
 
-    mail = render(message)
+    import email
+    import email.policy
+
+    # Read the mail back as a receiver does, from the bytes that go over SMTP.
+    mail = email.message_from_bytes(render(message).as_bytes(), policy=email.policy.default)
     for header, value in mail.items():
         assert "\r" not in str(value) and "\n" not in str(value), header
     html_part = mail.get_body(("html",)).get_content()
