@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from flask import Flask, has_request_context, request, session
+from werkzeug.routing import IntegerConverter
 
 from config import config_for
 from .extensions import babel, csrf, db, login_manager, mail, migrate
@@ -23,6 +24,7 @@ def create_app(config=None):
 
     init_observability(app)  # first: its request id must exist before CSRF or the limiter refuse
     _init_extensions(app)
+    app.url_map.converters["id"] = DatabaseId
     _register_blueprints(app)
     _register_template_helpers(app)
 
@@ -40,6 +42,14 @@ def create_app(config=None):
     init_security(app)  # after every blueprint: rate limits attach to registered endpoints
     enforce_production_safety(app)  # last: refuses an unsafe production configuration
     return app
+
+
+class DatabaseId(IntegerConverter):
+    """A row id in a URL: 1 to 2³¹−1, so a huge number is a 404, never an integer
+    overflow in PostgreSQL."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=2**31 - 1)
 
 
 def select_locale():

@@ -29,6 +29,8 @@ def _wants_json():
 
 
 def _error_page(status, title, text):
+    if status >= 500:
+        db.session.rollback()  # whatever this request did is not kept, and the session is usable again
     if _wants_json():
         from .api import problem
 

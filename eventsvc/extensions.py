@@ -18,6 +18,7 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+WRITE_TRANSACTION = "eventsvc_write_transaction"  # execution option read by _begin
 migrate = Migrate()
 csrf = CSRFProtect()
 mail = Mail()
@@ -31,8 +32,7 @@ def _configure_sqlite(dbapi_connection, _record):
 
     pysqlite's own transaction handling starts no transaction before a SELECT,
     so reads and the writes that depend on them would not be atomic; we emit
-    BEGIN ourselves (see `_begin`). Writers that lose a race for the write
-    lock are retried by `transaction.unit_of_work`."""
+    BEGIN ourselves (see `_begin`)."""
     if type(dbapi_connection).__module__ != "sqlite3":
         return
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -46,5 +46,11 @@ def _configure_sqlite(dbapi_connection, _record):
 
 @event.listens_for(Engine, "begin")
 def _begin(conn):
+    """SQLite: a unit of work that will write takes the write lock up front
+    (BEGIN IMMEDIATE; it waits its turn under busy_timeout). A plain BEGIN
+    that reads first cannot wait when it later needs to write: SQLite answers
+    "database is locked" at once, so busy writers would fail instead of queue.
+    Reads stay deferred and never block anyone in WAL mode."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN")
+        immediate = conn.get_execution_options().get(WRITE_TRANSACTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -4,7 +4,7 @@ import time
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from .extensions import db
+from .extensions import WRITE_TRANSACTION, db
 
 # SQLite: another writer holds the lock, or our snapshot went stale (WAL).
 # PostgreSQL: deadlock_detected, serialization_failure.
@@ -28,6 +28,7 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
     """
     for attempt in range(1, attempts + 1):
         try:
+            _begin_write()
             result = work()
             db.session.commit()
             return result
@@ -43,3 +44,16 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
         except BaseException:
             db.session.rollback()
             raise
+
+
+def _begin_write() -> None:
+    """On SQLite, start this unit of work as a write transaction (see extensions._begin).
+
+    A read transaction still open from earlier in the request is ended first;
+    objects loaded in it are expired and reload inside the write transaction,
+    so the work decides on current data."""
+    if db.session.get_bind().dialect.name != "sqlite":
+        return
+    if db.session().in_transaction():
+        db.session.rollback()
+    db.session.connection(execution_options={WRITE_TRANSACTION: True})

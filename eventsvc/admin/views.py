@@ -60,7 +60,7 @@ def create():
     return render_template("admin/event_form.html", form=form, event=None), 422 if form.errors else 200
 
 
-@bp.route("/<int:event_id>/bewerken", methods=["GET", "POST"])
+@bp.route("/<id:event_id>/bewerken", methods=["GET", "POST"])
 def edit(event_id):
     event = _event_or_404(event_id)
     form = EventForm(obj=event)
@@ -82,7 +82,7 @@ def edit(event_id):
     return render_template("admin/event_form.html", form=form, event=event), 422 if form.errors or form.form_errors else 200
 
 
-@bp.get("/<int:event_id>")
+@bp.get("/<id:event_id>")
 def show(event_id):
     event = _event_or_404(event_id)
     query, status = request.args.get("q", "")[:100], request.args.get("status", "")
@@ -102,17 +102,17 @@ def _action(event_id, do, success):
     return redirect(url_for("admin.show", event_id=event.id), 303)
 
 
-@bp.post("/<int:event_id>/publiceren")
+@bp.post("/<id:event_id>/publiceren")
 def publish(event_id):
     return _action(event_id, management.publish_event, _("De bijeenkomst is gepubliceerd."))
 
 
-@bp.post("/<int:event_id>/verbergen")
+@bp.post("/<id:event_id>/verbergen")
 def unpublish(event_id):
     return _action(event_id, management.unpublish_event, _("De bijeenkomst is weer een concept."))
 
 
-@bp.post("/<int:event_id>/dupliceren")
+@bp.post("/<id:event_id>/dupliceren")
 def duplicate(event_id):
     event = _event_or_404(event_id)
     if not FlaskForm().validate_on_submit():
@@ -122,7 +122,7 @@ def duplicate(event_id):
     return redirect(url_for("admin.edit", event_id=copy.id), 303)
 
 
-@bp.route("/<int:event_id>/verplaatsen", methods=["GET", "POST"])
+@bp.route("/<id:event_id>/verplaatsen", methods=["GET", "POST"])
 def reschedule(event_id):
     event = _event_or_404(event_id)
     form = RescheduleForm()
@@ -145,7 +145,7 @@ def reschedule(event_id):
                            to_tell=queries.active_registrant_count(event)), 422 if form.errors else 200
 
 
-@bp.route("/<int:event_id>/annuleren", methods=["GET", "POST"])
+@bp.route("/<id:event_id>/annuleren", methods=["GET", "POST"])
 def cancel(event_id):
     event = _event_or_404(event_id)
     form = CancelEventForm()
@@ -162,7 +162,7 @@ def cancel(event_id):
                            to_tell=queries.active_registrant_count(event)), 422 if form.errors else 200
 
 
-@bp.get("/<int:event_id>/aanmeldingen.csv")
+@bp.get("/<id:event_id>/aanmeldingen.csv")
 def export(event_id):
     event = _event_or_404(event_id)
     return Response(registrations_csv(event), mimetype="text/csv", headers={
@@ -176,7 +176,7 @@ def _registration_of(event, registration_id) -> Registration:
     return registration
 
 
-@bp.post("/<int:event_id>/aanmeldingen/<int:registration_id>/annuleren")
+@bp.post("/<id:event_id>/aanmeldingen/<id:registration_id>/annuleren")
 def cancel_registration_view(event_id, registration_id):
     event = _event_or_404(event_id)
     registration = _registration_of(event, registration_id)
@@ -184,7 +184,7 @@ def cancel_registration_view(event_id, registration_id):
                    _("De aanmelding is geannuleerd; de deelnemer krijgt bericht."))
 
 
-@bp.post("/<int:event_id>/aanmeldingen/<int:registration_id>/plaatsen")
+@bp.post("/<id:event_id>/aanmeldingen/<id:registration_id>/plaatsen")
 def promote(event_id, registration_id):
     event = _event_or_404(event_id)
     registration = _registration_of(event, registration_id)
@@ -192,14 +192,14 @@ def promote(event_id, registration_id):
                    _("De deelnemer heeft een plaats gekregen en krijgt bericht."))
 
 
-@bp.get("/<int:event_id>/berichten")
+@bp.get("/<id:event_id>/berichten")
 def delivery(event_id):
     event = _event_or_404(event_id)
     counts, latest = queries.delivery_of(event)
     return render_template("admin/delivery.html", event=event, counts=counts, latest=latest, form=FlaskForm())
 
 
-@bp.post("/<int:event_id>/berichten/opnieuw")
+@bp.post("/<id:event_id>/berichten/opnieuw")
 def retry(event_id):
     event = _event_or_404(event_id)
     if not FlaskForm().validate_on_submit():
@@ -211,7 +211,7 @@ def retry(event_id):
     return redirect(url_for("admin.delivery", event_id=event.id), 303)
 
 
-@bp.route("/<int:event_id>/bericht", methods=["GET", "POST"])
+@bp.route("/<id:event_id>/bericht", methods=["GET", "POST"])
 def message(event_id):
     event = _event_or_404(event_id)
     form = MessageForm()
@@ -249,7 +249,7 @@ def integrations():
                            tokens=tokens_of(current_user), webhooks=queries.webhooks_with_counts())
 
 
-@bp.post("/koppelingen/sleutel/<int:token_id>/intrekken")
+@bp.post("/koppelingen/sleutel/<id:token_id>/intrekken")
 def revoke_token(token_id):
     from ..auth.models import ApiToken
     from ..auth.tokens import revoke_api_token
@@ -262,7 +262,7 @@ def revoke_token(token_id):
     return redirect(url_for("admin.integrations"), 303)
 
 
-@bp.post("/koppelingen/webhook/<int:webhook_id>/stoppen")
+@bp.post("/koppelingen/webhook/<id:webhook_id>/stoppen")
 def stop_webhook(webhook_id):
     from ..webhooks.models import Webhook
     from ..webhooks.services import deactivate_webhook

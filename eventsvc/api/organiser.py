@@ -134,7 +134,7 @@ def list_registrations(query, slug):
     return {"items": items, "page": page, "page_size": size, "total": total}
 
 
-@blp.post("/events/<slug>/registrations/<int:registration_id>/cancel")
+@blp.post("/events/<slug>/registrations/<id:registration_id>/cancel")
 @blp.response(200, RegistrationSchema)
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session or registration")
 @documented
@@ -190,7 +190,7 @@ def _webhook(webhook_id) -> Webhook:
     return hook
 
 
-@blp.delete("/webhooks/<int:webhook_id>")
+@blp.delete("/webhooks/<id:webhook_id>")
 @blp.response(204)
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such webhook")
 @documented
@@ -199,7 +199,7 @@ def remove_webhook(webhook_id):
     deactivate_webhook(_webhook(webhook_id))
 
 
-@blp.get("/webhooks/<int:webhook_id>/deliveries")
+@blp.get("/webhooks/<id:webhook_id>/deliveries")
 @blp.response(200, WebhookDeliverySchema(many=True))
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such webhook")
 @documented

@@ -2,6 +2,7 @@
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..types import utcnow
@@ -16,7 +17,8 @@ def list_upcoming(*, now: datetime | None = None, audience: str | None = None, r
         query = query.where(Event.audience.ilike(f"%{audience}%"))
     if region:
         query = query.where(Event.region == region)
-    return db.session.scalars(query.order_by(Event.starts_at, Event.id)).all()
+    # The list shows each event's latest change: load them all in one more query, not one per event.
+    return db.session.scalars(query.options(selectinload(Event.changes)).order_by(Event.starts_at, Event.id)).all()
 
 
 def get_public_event(slug: str) -> Event | None:

@@ -2,8 +2,10 @@
 
 A row is claimed with a lease (`locked_until`); on PostgreSQL the claim query
 skips rows other workers hold (FOR UPDATE SKIP LOCKED). A row is marked sent
-only after the SMTP server accepted it, one commit per row, so a worker that
-dies re-sends at most the one message it had in hand once its lease runs out.
+only after the SMTP server accepted it. Accepted rows are marked in groups of
+MARK_SENT_EVERY (one commit per message cost a fifth of a fan-out), so a
+worker killed mid-batch re-sends at most that many, and never more than its
+batch, once its lease runs out. Each re-sent mail keeps its Message-ID.
 """
 import logging
 import random
@@ -25,6 +27,7 @@ from .models import Message
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=6)
+MARK_SENT_EVERY = 20
 
 
 class ServerUnavailable(Exception):
@@ -106,20 +109,40 @@ class Prepared:
 
 
 def _deliver_mails(ids, worker_id, result, should_stop):
-    remaining = _prepare(ids, worker_id, result)
+    remaining, accepted = _prepare(ids, worker_id, result), []
     try:
         if remaining:
             with mail.connect() as connection:
                 while remaining and not should_stop():
-                    _send_one(connection.host, remaining[0], result)
+                    if _send_one(connection.host, remaining[0], result):
+                        accepted.append(remaining[0])
                     remaining.pop(0)
+                    if len(accepted) >= MARK_SENT_EVERY:
+                        _mark_sent(accepted, result)
     except (ServerUnavailable, smtplib.SMTPException, OSError) as error:
         result.server_down = True
         count_delivery_failure("server_unavailable")
         result.errors.append(f"{type(error).__name__}: {error}")
         log.warning("SMTP server unavailable: %s", error)
     finally:
+        _mark_sent(accepted, result)
         release([p.id for p in remaining], worker_id)
+
+
+def _mark_sent(accepted: list["Prepared"], result: BatchResult) -> None:
+    """Record that the server accepted these, in one statement; empties the list."""
+    if not accepted:
+        return
+    now = utcnow()
+    unit_of_work(lambda: db.session.execute(
+        update(Message).where(Message.id.in_([p.id for p in accepted]))
+        .values(status="sent", sent_at=now, attempts=Message.attempts + 1, last_error=None,
+                locked_until=None, locked_by=None)
+        .execution_options(synchronize_session=False)))
+    result.sent += len(accepted)
+    for item in accepted:
+        observe_delivery((now - item.due_since).total_seconds())
+    accepted.clear()
 
 
 def _prepare(ids, worker_id, result) -> list[Prepared]:
@@ -160,28 +183,27 @@ def _prepare(ids, worker_id, result) -> list[Prepared]:
     return prepared
 
 
-def _send_one(smtp: smtplib.SMTP, item: Prepared, result: BatchResult) -> None:
+def _send_one(smtp: smtplib.SMTP, item: Prepared, result: BatchResult) -> bool:
+    """Hand one mail to the server; True when it accepted it."""
     try:
         smtp.send_message(item.email)
     except smtplib.SMTPRecipientsRefused as error:
         code, text = next(iter(error.recipients.values()))
         record_failure(item.id, item.attempts, f"{code} {_decode(text)}", permanent=code >= 500, result=result)
         _reset(smtp)
+        return False
     except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as error:
         record_failure(item.id, item.attempts, f"{error.smtp_code} {_decode(error.smtp_error)}",
                        permanent=error.smtp_code >= 500, result=result)
         _reset(smtp)
+        return False
     except (smtplib.SMTPServerDisconnected, socket.timeout, OSError) as error:
         # Lost the server with this message in hand: it costs this message one attempt
         # (so a message that kills the connection cannot loop forever), then the queue backs off.
         record_failure(item.id, item.attempts, f"connection: {error}", permanent=False, result=result,
                        reason="connection")
         raise ServerUnavailable(str(error)) from error
-    else:
-        update_message(item.id, status="sent", sent_at=utcnow(), attempts=item.attempts, last_error=None,
-                       locked_until=None, locked_by=None)
-        result.sent += 1
-        observe_delivery((utcnow() - item.due_since).total_seconds())
+    return True
 
 
 def is_still_due(message) -> bool:
