@@ -96,12 +96,33 @@ def bulk_registrations(slug: str, n: int, chunk: int = 5000) -> dict:
         return {"event_id": event.id, "registrations": n, "seconds": round(time.perf_counter() - t0, 3)}
 
 
+# Where the reschedule service may live: the agreed place first.
+RESCHEDULE_MODULES = ("eventsvc.events.services", "eventsvc.events.management")
+
+
+def find_reschedule():
+    """(function, "module.reschedule_event") or (None, why)."""
+    import importlib
+
+    why = []
+    for name in RESCHEDULE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            why.append(f"{name}: {error}")
+            continue
+        function = getattr(module, "reschedule_event", None)
+        if callable(function):
+            return function, f"{name}.reschedule_event"
+        why.append(f"{name} has no reschedule_event")
+    return None, "; ".join(why)
+
+
 def has_reschedule() -> dict:
-    try:
-        from eventsvc.events import services
-    except Exception as error:  # noqa: BLE001 - report, do not crash the benchmark
-        return {"available": False, "why": f"import failed: {error}"}
-    return {"available": callable(getattr(services, "reschedule_event", None))}
+    app = _app()
+    with app.app_context():
+        function, where = find_reschedule()
+    return {"available": function is not None, "where" if function else "why": where}
 
 
 def reschedule(slug: str, days: int = 7) -> dict:
@@ -109,12 +130,12 @@ def reschedule(slug: str, days: int = 7) -> dict:
     from sqlalchemy import func, select
 
     from eventsvc.events.models import Event
-    from eventsvc.events.services import reschedule_event
     from eventsvc.extensions import db
     from eventsvc.outbox.models import Message
 
     app = _app()
     with app.app_context():
+        reschedule_event, where = find_reschedule()
         event = db.session.scalar(select(Event).where(Event.slug == slug))
         starts_at, ends_at = event.starts_at + timedelta(days=days), event.ends_at + timedelta(days=days)
         t0 = time.perf_counter()
@@ -125,7 +146,7 @@ def reschedule(slug: str, days: int = 7) -> dict:
             Message.event_id == event.id, Message.kind == "rescheduled"))
         pending = db.session.scalar(select(func.count(Message.id)).where(
             Message.event_id == event.id, Message.kind != "confirmation", Message.status == "pending"))
-        return {"seconds": round(seconds, 3), "rescheduled_rows": queued, "pending_rows": pending}
+        return {"seconds": round(seconds, 3), "rescheduled_rows": queued, "pending_rows": pending, "service": where}
 
 
 def main(argv=None):

@@ -56,7 +56,51 @@ def throwaway_database(backend: str, workdir: Path, label: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def app_env(database_url: str, instance_dir: Path, *, base_url: str = "http://127.0.0.1:5000",
+# Production refuses a BASE_URL that is not the public https:// address (links in mails).
+BASE_URL = "https://eventsvc.bench.example.org"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_stale_databases() -> list[str]:
+    """Drop throw-away databases left by a benchmark run that was killed (its PID is gone)."""
+    import psycopg
+
+    dropped = []
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'eventsvc_bench_%'").fetchall()]
+            for name in names:
+                pid = name.split("_")[2]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    dropped.append(name)
+    except psycopg.OperationalError:
+        pass
+    return dropped
+
+
+def make_workdir() -> Path:
+    """A temp folder for this run; folders of killed runs (their PID is gone) are removed."""
+    import tempfile
+
+    for old in Path(tempfile.gettempdir()).glob("eventsvc-bench-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"eventsvc-bench-{os.getpid()}-"))
+
+
+def app_env(database_url: str, instance_dir: Path, *, base_url: str = BASE_URL,
             mail_port: int = 9, extra: dict | None = None) -> dict:
     """The production-like environment the app, its CLI and its workers get."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "EVENTSVC_", "MAIL_", "OUTBOX_"))}
@@ -72,6 +116,9 @@ def app_env(database_url: str, instance_dir: Path, *, base_url: str = "http://12
         MAIL_DEFAULT_SENDER="eventsvc <noreply@bench.example.org>",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
+        # As behind one TLS-terminating proxy: the load generator sends X-Forwarded-For (one address per
+        # person) and X-Forwarded-Proto: https, so per-address rate limits see people, not 127.0.0.1.
+        PROXY_FIX_HOPS="1",
     )
     env.update(extra or {})
     return env

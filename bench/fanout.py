@@ -40,6 +40,8 @@ def worker_available(env: dict) -> tuple[bool, str]:
     service = appdata(env, "has-reschedule", timeout=120)
     if not service.get("available"):
         return False, service.get("why", "eventsvc.events.services.reschedule_event does not exist")
+    where = service.get("where", "")
+    note = "" if where.startswith("eventsvc.events.services.") else f"note: reschedule service found as {where}"
     try:
         done = subprocess.run([*FLASK, "worker", "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120, stdin=subprocess.DEVNULL)
@@ -48,8 +50,8 @@ def worker_available(env: dict) -> tuple[bool, str]:
     if done.returncode != 0:
         return False, "`flask --app wsgi worker` does not exist"
     if "--once" not in done.stdout:
-        return True, "note: `worker --once` is not offered; the continuous worker is used anyway"
-    return True, ""
+        note = "; ".join(filter(None, [note, "note: `worker --once` is not offered (the continuous worker is used)"]))
+    return True, note
 
 
 def parse_workers(spec: str) -> dict[str, list[int]]:
@@ -115,7 +117,8 @@ def smtplib_ceiling(bench, count: int, size: int, timeout: float) -> dict:
             "steady_rate_per_s": round((stats.get("count", 1) - 1) / max(last - first, 1e-9), 1)}
 
 
-def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers: int, timeout: float) -> dict:
+def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers: int, timeout: float,
+                 profile: Path | None = None) -> dict:
     slug = f"bench-fanout-{n}-{workers}w-{uuid.uuid4().hex[:4]}"
     appdata(env, "create-events", json.dumps([{"slug": slug, "capacity": None}]))
     bulk = appdata(env, "bulk-registrations", slug, str(n), timeout=900)
@@ -133,8 +136,10 @@ def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers
     try:
         launched = time.time()
         for i in range(workers):
-            procs.append(bench.procs.start(f"worker-{backend}-{n}-{i + 1}of{workers}", [*FLASK, "worker"],
-                                           worker_env))
+            argv = [*FLASK, "worker"]
+            if profile is not None:  # cProfile writes its file when the worker exits on SIGTERM
+                argv = [PYTHON, "-m", "cProfile", "-o", str(profile), *FLASK[1:], "worker"]
+            procs.append(bench.procs.start(f"worker-{backend}-{n}-{i + 1}of{workers}", argv, worker_env))
         deadline = time.monotonic() + timeout
         last_count, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -173,26 +178,33 @@ def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers
     row.update(
         delivered=delivered, duplicates=stats.get("duplicates"), mean_size=stats.get("mean_size"),
         without_message_id=stats.get("without_message_id"),
+        duplicate_recipients=stats.get("duplicate_recipients"),
+        malformed_message_ids=stats.get("malformed_message_ids"), malformed_example=stats.get("malformed_example"),
         rate_per_s=round((delivered - 1) / (last - first), 1) if delivered > 1 and last > first else None,
-        time_to_last_s=round(last - launched, 2) if last else None,
+        time_to_last_s=round(last - launched, 2) if last and delivered >= expected else None,
         peak_rss_mb=round(max(peak_kib.values()) / 1024, 1) if peak_kib else None,
-        rss_curve=_curve(rss_samples, expected),
+        rss_curve=_curve(rss_samples, delivered),
     )
+    if delivered < expected and row["rate_per_s"]:
+        # Bounded run: how long the rest would have taken at the measured rate.
+        row["time_to_last_estimate_s"] = round((last - launched) + (expected - delivered) / row["rate_per_s"], 1)
     body = sample.read_bytes() if sample.exists() else b""
     row["invite"] = "yes" if b"text/calendar" in body and b"invite.ics" in body else ("no" if body else "–")
     row["left"] = outbox_left(db_url, slug)
-    if delivered and row.get("mean_size"):
+    if delivered and row.get("mean_size") and profile is None:
         ceiling = smtplib_ceiling(bench, delivered, row["mean_size"], timeout=timeout)
         row["ceiling"] = ceiling
         row["ceiling_rate_per_s"] = ceiling["steady_rate_per_s"]
     bench.say(f"  {backend} {workers} worker(s): {delivered}/{expected} delivered, {row.get('rate_per_s')} /s "
               f"(ceiling {row.get('ceiling_rate_per_s')} /s), peak RSS {row.get('peak_rss_mb')} MB, "
-              f"duplicates {row.get('duplicates')}, left {row['left']}" + (f"; {row['note']}" if 'note' in row else ""))
+              f"duplicate Message-IDs {row.get('duplicates')} (malformed {row.get('malformed_message_ids')}, e.g. "
+              f"{row.get('malformed_example')}), duplicate recipients {row.get('duplicate_recipients')}, "
+              f"left {row['left']}" + (f"; {row['note']}" if 'note' in row else ""))
     return row
 
 
 def _curve(samples: list[tuple[int, int]], expected: int) -> str:
-    """RSS (MB, one worker) at ~10/50/100 % of the notices delivered: flat means it does not grow with N."""
+    """RSS (MB, one worker) at ~10/50/100 % of what was delivered: flat means it does not grow with N."""
     if not samples or not expected:
         return ""
     points = []
@@ -204,29 +216,58 @@ def _curve(samples: list[tuple[int, int]], expected: int) -> str:
 
 
 def outbox_left(db_url: str, slug: str) -> str:
+    """What the event's notices (other than the bulk-created confirmations) are left as, besides sent."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(sqlalchemy_url(db_url))
     try:
         with engine.connect() as conn:
             rows = conn.execute(text(
-                "SELECT m.status, count(*) FROM messages m JOIN events e ON e.id = m.event_id "
-                "WHERE e.slug = :slug AND m.kind <> 'confirmation' GROUP BY m.status"), {"slug": slug}).all()
+                "SELECT m.kind, m.status, m.send_after <= CURRENT_TIMESTAMP, count(*) FROM messages m "
+                "JOIN events e ON e.id = m.event_id WHERE e.slug = :slug AND m.kind <> 'confirmation' "
+                "AND m.status <> 'sent' GROUP BY m.kind, m.status, m.send_after <= CURRENT_TIMESTAMP"),
+                {"slug": slug}).all()
     finally:
         engine.dispose()
-    counts = dict(rows)
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "sent") or "none"
+    parts = [f"{kind} {status}{'' if due else ' (later)'} {n}" for kind, status, due, n in rows]
+    return ", ".join(sorted(parts)) or "none"
+
+
+def profile_worker(bench, backend: str, db_url: str, env: dict) -> None:
+    """One worker under cProfile (not in the table): where a notice's time goes."""
+    import pstats
+
+    from .run import RESULTS
+
+    prof = bench.workdir / f"worker-{backend}.prof"
+    n = min(bench.args.fanout_n, 2000)
+    bench.say(f"  profiling one worker delivering {n} notices on {backend} (not in the table)")
+    delivery_run(bench, backend, db_url, env, n=n, workers=1, timeout=bench.args.fanout_timeout, profile=prof)
+    if not prof.exists():
+        bench.say("  no worker profile was written")
+        return
+    out = RESULTS / f"profile-worker-{backend}.txt"
+    with open(out, "w") as fh:
+        stats = pstats.Stats(str(prof), stream=fh)
+        stats.strip_dirs().sort_stats("cumulative").print_stats(50)
+        stats.sort_stats("tottime").print_stats(30)
+    bench.say(f"  worker profile: {out}")
 
 
 def run_fanout(bench) -> dict:
     a = bench.args
     plan = parse_workers(a.fanout_workers)
     result = {"runs": [], "notes": []}
-    checked = False
+    runs = []  # (backend, registrants, workers, timeout)
     for backend in a.backends:
-        counts = plan.get(backend, [])
-        if not counts:
-            continue
+        runs += [(backend, a.fanout_n, w, a.fanout_timeout) for w in plan.get(backend, [])]
+        if a.fanout_large and backend == "postgresql" and plan.get(backend):
+            runs.append((backend, a.fanout_large_n, max(plan[backend]), max(a.fanout_timeout, 1200)))
+    if a.profile_worker:
+        runs = [(backend, a.fanout_n, 1, a.fanout_timeout) for backend in a.backends if plan.get(backend)]
+    checked = False
+    for backend, n, workers, timeout in runs:
+        # A fresh database per run, so a run cut off by its time bound leaves nothing for the next one.
         with throwaway_database(backend, bench.workdir, "fanout") as db_url:
             env = app_env(db_url, bench.workdir / f"instance-fanout-{backend}", extra=a.app_env)
             migrate(env)
@@ -238,15 +279,11 @@ def run_fanout(bench) -> dict:
                 if why:
                     result["notes"].append(why)
                 checked = True
-            bench.say(f"fan-out on {backend}")
-            for workers in counts:
-                result["runs"].append(delivery_run(bench, backend, db_url, env, n=a.fanout_n, workers=workers,
-                                                   timeout=a.fanout_timeout))
-            if a.fanout_large and backend == "postgresql":
-                workers = max(counts)
-                run = delivery_run(bench, backend, db_url, env, n=a.fanout_large_n, workers=workers,
-                                   timeout=max(a.fanout_timeout, 1200))
-                result["runs"].append(run)
+            bench.say(f"fan-out on {backend}: {n:,} registrants, {workers} worker(s)")
+            if a.profile_worker:
+                profile_worker(bench, backend, db_url, env)
+                continue
+            result["runs"].append(delivery_run(bench, backend, db_url, env, n=n, workers=workers, timeout=timeout))
     for run in result["runs"]:
         if run.get("rss_curve"):
             result["notes"].append(f"{run['backend']} {run['registrants']:,}/{run['workers']}w worker RSS MB "

@@ -21,7 +21,12 @@ early after `--max-errors` errors. The result is one JSON object on stdout.
 
 Cookies are kept by hand (name=value from Set-Cookie, sent back in a Cookie
 header), so the production config's `Secure` session cookie works over plain
-HTTP on 127.0.0.1, as it would behind a TLS-terminating proxy.
+HTTP on 127.0.0.1, as it would behind a TLS-terminating proxy. Like such a
+proxy, every request carries `X-Forwarded-Proto: https` and an
+`X-Forwarded-For` address that is different for every person (10.x.y.z), with
+a matching https Origin/Referer on the POST; an app that trusts one proxy hop
+(ProxyFix) then sees a distinct client per person, as in production, instead
+of 50,000 registrations from 127.0.0.1. `--no-forwarded` sends none of this.
 
 Two client engines: `raw` (default: HTTP/1.1 on asyncio streams, keep-alive
 when the server allows it, about 10x less client CPU than httpx, which
@@ -34,6 +39,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import random
 import re
 import resource
 import sys
@@ -88,6 +95,7 @@ class RawClient:
         self.host, self.port, self.timeout = host, port, timeout
         self.reader = self.writer = None
         self.connections = 0
+        self.origin = f"http://{host}:{port}"
 
     async def request(self, method: str, path: str, headers: dict | None = None, body: bytes = b""):
         return await asyncio.wait_for(self._request(method, path, headers or {}, body), self.timeout)
@@ -177,7 +185,7 @@ class HttpxClient:
 
         # Cookies are handled by hand (see the module docstring): a jar that refuses everything.
         jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self.base = f"http://{host}:{port}"
+        self.base = self.origin = f"http://{host}:{port}"
         self.client = httpx.AsyncClient(
             timeout=timeout, cookies=jar, follow_redirects=False,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
@@ -237,12 +245,26 @@ class Run:
             self.error_samples[kind] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()[:300]
 
 
-async def register_user(uid: int, client, path: str, run: Run, prefix: str):
+_ADDRESS_BASE = random.randrange(1 << 24)
+
+
+def person_headers(n: int, forwarded: bool) -> dict:
+    """What a TLS-terminating proxy adds for the n-th person: their own address, https."""
+    if not forwarded:
+        return {}
+    a = (_ADDRESS_BASE + n) % (1 << 24)
+    return {"X-Forwarded-For": f"10.{a >> 16}.{(a >> 8) & 255}.{a & 255}", "X-Forwarded-Proto": "https"}
+
+
+async def register_user(uid: int, client, path: str, run: Run, prefix: str, forwarded: bool = True):
+    scheme = "https" if forwarded else "http"
+    origin = client.origin.replace("http://", f"{scheme}://", 1)
     while (n := run.next_index()) is not None:
         email = f"{prefix}-{n}@bench.example.org"
+        proxy = person_headers(n, forwarded)
         t0 = time.perf_counter()
         try:
-            status, headers, body = await client.request("GET", path)
+            status, headers, body = await client.request("GET", path, dict(proxy))
             if status != 200:
                 run.error(f"GET {status}", body)
                 continue
@@ -252,7 +274,9 @@ async def register_user(uid: int, client, path: str, run: Run, prefix: str):
                 continue
             form = urlencode({"csrf_token": token, "name": f"Deelnemer {prefix} {n}", "email": email,
                               "organisation": "Bench BV", "role": "Tester", "consent": "y"}).encode()
-            post_headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://127.0.0.1"}
+            # What a browser sends with a form POST; Referer matters behind TLS (Flask-WTF's strict check).
+            post_headers = {"Content-Type": "application/x-www-form-urlencoded",
+                            "Origin": origin, "Referer": origin + path, **proxy}
             cookies = cookie_header(headers)
             if cookies:
                 post_headers["Cookie"] = cookies
@@ -267,15 +291,16 @@ async def register_user(uid: int, client, path: str, run: Run, prefix: str):
             run.error(type(error).__name__, str(error))
 
 
-async def get_user(uid: int, client, paths: list[str], run: Run, conditional: bool):
+async def get_user(uid: int, client, paths: list[str], run: Run, conditional: bool, forwarded: bool = True):
     cache: dict[str, dict] = {}
+    proxy = person_headers(uid, forwarded)
     i = uid
     while run.next_index() is not None:
         path = paths[i % len(paths)]
         i += 1
-        headers = {}
+        headers = dict(proxy)
         if conditional and path in cache:
-            headers = cache[path]
+            headers.update(cache[path])
         t0 = time.perf_counter()
         try:
             status, response_headers, body = await client.request("GET", path, headers)
@@ -299,7 +324,7 @@ async def get_user(uid: int, client, paths: list[str], run: Run, conditional: bo
 def percentile(sorted_values: list[float], p: float) -> float | None:
     if not sorted_values:
         return None
-    k = max(0, min(len(sorted_values) - 1, int(round(p / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))  # nearest rank
     return sorted_values[k]
 
 
@@ -316,9 +341,10 @@ async def run_load(args) -> dict:
         run = Run(count, duration, args.max_errors)
         clients = [engine(host, port, args.timeout) for _ in range(args.users)]
         if args.mode == "register":
-            coros = [register_user(i, c, paths[i % len(paths)], run, f"{prefix}{tag}") for i, c in enumerate(clients)]
+            coros = [register_user(i, c, paths[i % len(paths)], run, f"{prefix}{tag}", args.forwarded)
+                     for i, c in enumerate(clients)]
         else:
-            coros = [get_user(i, c, paths, run, args.conditional) for i, c in enumerate(clients)]
+            coros = [get_user(i, c, paths, run, args.conditional, args.forwarded) for i, c in enumerate(clients)]
         tasks = [asyncio.ensure_future(c) for c in coros]
         try:
             done, pending = await asyncio.wait(tasks, timeout=duration + args.timeout + 5)
@@ -376,6 +402,8 @@ def main(argv=None):
     parser.add_argument("--engine", choices=sorted(ENGINES), default="raw")
     parser.add_argument("--conditional", action="store_true", help="get: revalidate with ETag/Last-Modified")
     parser.add_argument("--label", default="", help="prefix of the generated email addresses")
+    parser.add_argument("--no-forwarded", dest="forwarded", action="store_false",
+                        help="send no X-Forwarded-For/-Proto (see the module docstring)")
     args = parser.parse_args(argv)
     if args.count < 1 or args.users < 1 or args.duration <= 0:
         parser.error("count, users and duration must be positive")

@@ -20,9 +20,12 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in (5000, 8025):  # the dev server's and dev mail sink's ports (production refuses 8025)
+            return port
 
 
 def port_open(port: int) -> bool:
@@ -167,3 +170,48 @@ def install_sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` and its live child processes."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _TICKS
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICKS, sum(values[:8]) / _TICKS
+
+
+class CpuMeter:
+    """CPU used by a server's process tree and by the whole machine between start() and stop()."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.server0 = tree_cpu_seconds(self.pid)
+        self.busy0, self.total0 = machine_cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = max(time.monotonic() - self.t0, 1e-9)
+        self.server = tree_cpu_seconds(self.pid) - self.server0
+        busy1, total1 = machine_cpu()
+        self.machine_busy_cores = (busy1 - self.busy0) / self.seconds
+        return False

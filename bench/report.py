@@ -36,66 +36,115 @@ def _errors(result):
     return f"{result['error_count']} (" + ", ".join(f"{k}: {v}" for k, v in result["errors"].items()) + ")"
 
 
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _combine(rows: list[dict]) -> dict:
+    """Several rounds of one target: medians of the figures, errors summed."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in ("rate_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_iteration", "server_cores", "client_cpu"):
+        out[key] = _median([r.get(key) for r in rows])
+    errors: dict = {}
+    for r in rows:
+        for kind, n in r.get("errors", {}).items():
+            errors[kind] = errors.get(kind, 0) + n
+    out["errors"], out["error_count"] = errors, sum(errors.values())
+    out["completed"] = sum(r["completed"] for r in rows)
+    return out
+
+
+def _round_ratio(by_target: dict, a: str, b: str):
+    """Median over rounds of a's rate ÷ b's rate in the same round."""
+    rounds_b = {r.get("round", 0): r for r in by_target.get(b, [])}
+    ratios = [_ratio(r["rate_per_s"], rounds_b[r.get("round", 0)]["rate_per_s"])
+              for r in by_target.get(a, []) if r.get("round", 0) in rounds_b]
+    return _median(ratios)
+
+
+def _register_groups(results: list[dict]) -> dict:
+    groups: dict[tuple, dict] = {}
+    for r in results:
+        if r["workload"] == "register":
+            groups.setdefault((r["backend"], r["server"], r["users"]), {}).setdefault(r["target"], []).append(r)
+    return groups
+
+
 def registration_table(results: list[dict]) -> list[str]:
-    rows = [r for r in results if r["workload"] == "register"]
-    if not rows:
+    groups = _register_groups(results)
+    if not groups:
         return []
+    rounds = max(len(rows) for by_target in groups.values() for rows in by_target.values())
     lines = [
         "## Registration burst (GET form + POST, 303 = completed)",
         "",
-        "Each app row is followed by its two ceilings, measured just before it on the same machine. "
-        "Ratio = app ÷ minimal-insert ceiling (the issue's target); bare = app ÷ bare-Flask ceiling.",
+        "Each app row is followed by its two ceilings, measured right next to it on the same machine. "
+        "Ratio = app ÷ minimal-insert ceiling (the issue's target); vs bare = ÷ bare-Flask ceiling."
+        + (f" {rounds} rounds per step in alternating order: medians, and the median of the per-round ratios."
+           if rounds > 1 else ""),
         "",
-        "| backend | server | users | target | reg/s | ratio | vs bare | p50 ms | p95 ms | p99 ms | errors | client CPU |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| backend | server | users | target | reg/s | ratio | vs bare | p50 ms | p95 ms | p99 ms | errors "
+        "| server CPU ms/reg | server cores | client cores |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    groups: dict[tuple, dict] = {}
-    for r in rows:
-        groups.setdefault((r["backend"], r["server"], r["users"]), {})[r["target"]] = r
     for (backend, server, users), by_target in groups.items():
-        minimal, bare = by_target.get("minimal-insert"), by_target.get("bare-flask")
         for target in ("bare-flask", "minimal-insert", "eventsvc"):
-            r = by_target.get(target)
-            if r is None:
+            if target not in by_target:
                 continue
-            ratio = _ratio(r["rate_per_s"], minimal and minimal["rate_per_s"])
-            vs_bare = _ratio(r["rate_per_s"], bare and bare["rate_per_s"])
+            r = _combine(by_target[target])
+            ratio = 1.0 if target == "minimal-insert" else _round_ratio(by_target, target, "minimal-insert")
+            vs_bare = 1.0 if target == "bare-flask" else _round_ratio(by_target, target, "bare-flask")
             name = f"**{target}**" if target == "eventsvc" else target
             lines.append(
-                f"| {backend} | {server} | {users} | {name} | {_f(r['rate_per_s'], 1)} | "
-                f"{_pct(ratio) if target != 'minimal-insert' else '100%'} | {_pct(vs_bare) if target != 'bare-flask' else '100%'} | "
-                f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['p99_ms'], 1)} | {_errors(r)} | "
+                f"| {backend} | {server} | {users} | {name} | {_f(r['rate_per_s'], 1)} | {_pct(ratio)} | "
+                f"{_pct(vs_bare)} | {_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['p99_ms'], 1)} | "
+                f"{_errors(r)} | {_f(r.get('cpu_ms_per_iteration'), 2)} | {_f(r.get('server_cores'), 2)} | "
                 f"{_f(r['client_cpu'], 2)} |")
     return lines + [""]
 
 
+def rate_limit_notes(results: list[dict]) -> list[str]:
+    limited = [r for r in results if r["target"] == "eventsvc" and any(" 429" in k for k in r.get("errors", {}))]
+    if not limited:
+        return []
+    return ["**429 Too Many Requests from eventsvc** in " + ", ".join(
+        sorted({f"{r['backend']}/{r['server']}" for r in limited})) + ": the rate limiter counted the load "
+        "generator as one client. The benchmark sends a distinct `X-Forwarded-For` per person and sets "
+        "`PROXY_FIX_HOPS=1`; the app must read `PROXY_FIX_HOPS` from the environment for that to take effect.", ""]
+
+
 def registration_targets(results: list[dict], verifications: list[dict]) -> list[str]:
-    rows = [r for r in results if r["workload"] == "register" and r["users"] == REGISTRATION_TARGET_USERS]
-    if not rows:
+    groups = {k: v for k, v in _register_groups(results).items() if k[2] == REGISTRATION_TARGET_USERS}
+    if not groups:
         return []
     lines = [
         f"### Registration targets at {REGISTRATION_TARGET_USERS} users",
         "",
         f"| backend | server | app ÷ minimal (≥ {REGISTRATION_MIN_RATIO:.0%}) | p99 (< {REGISTRATION_MAX_P99_MS} ms) "
-        "| errors (0) | overbooking (0) | one outbox row each |",
-        "|---|---|---|---|---|---|---|",
+        "| errors (0) | overbooking (0) | one outbox row each | CPU per registration: minimal ÷ app |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple, dict] = {}
-    for r in rows:
-        groups.setdefault((r["backend"], r["server"]), {})[r["target"]] = r
     verified = {v["backend"]: v for v in verifications}
-    for (backend, server), by_target in groups.items():
-        app, minimal = by_target.get("eventsvc"), by_target.get("minimal-insert")
-        if app is None:
+    for (backend, server, _users), by_target in groups.items():
+        if "eventsvc" not in by_target:
             continue
-        ratio = _ratio(app["rate_per_s"], minimal and minimal["rate_per_s"])
+        app = _combine(by_target["eventsvc"])
+        minimal = _combine(by_target["minimal-insert"]) if "minimal-insert" in by_target else None
+        ratio = _round_ratio(by_target, "eventsvc", "minimal-insert")
+        cost = _ratio(minimal and minimal.get("cpu_ms_per_iteration"), app.get("cpu_ms_per_iteration"))
         v = verified.get(backend)
         over = "–" if v is None else ("0 ✔" if v["overbooked_events"] == 0 else f"{v['overbooked_events']} ✘")
         outbox = "–" if v is None else ("✔" if v["outbox_mismatches"] == 0 else f"{v['outbox_mismatches']} ✘")
         lines.append(
             f"| {backend} | {server} | {_pct(ratio)} {_mark(ratio is not None and ratio >= REGISTRATION_MIN_RATIO)} | "
             f"{_f(app['p99_ms'], 1)} ms {_mark(app['p99_ms'] is not None and app['p99_ms'] < REGISTRATION_MAX_P99_MS)} | "
-            f"{app['error_count']} {_mark(app['error_count'] == 0)} | {over} | {outbox} |")
+            f"{app['error_count']} {_mark(app['error_count'] == 0)} | {over} | {outbox} | {_pct(cost)} |")
     return lines + [""]
 
 
@@ -130,21 +179,22 @@ def pages_table(results: list[dict], notes: list[str]) -> list[str]:
         "",
         f"Ratio = page ÷ bare-Flask ceiling measured just before it (target ≥ {PAGES_MIN_RATIO:.0%}).",
         "",
-        "| backend | server | page | req/s | ratio | p50 ms | p95 ms | p99 ms | bytes | errors | client CPU |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| backend | server | page | req/s | ratio | p50 ms | p95 ms | p99 ms | bytes | errors "
+        "| server CPU ms/req | server cores | client cores |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    bare = {}
+    last_bare = {}  # each page is compared with the bare-Flask run measured right before it
     for r in rows:
         if r["target"] == "bare-flask":
-            bare[(r["backend"], r["server"])] = r
-    for r in rows:
-        ceiling = bare.get((r["backend"], r["server"]))
+            last_bare[(r["backend"], r["server"])] = r
+        ceiling = last_bare.get((r["backend"], r["server"]))
         ratio = 1.0 if r["target"] == "bare-flask" else _ratio(r["rate_per_s"], ceiling and ceiling["rate_per_s"])
         mark = "" if r["target"] == "bare-flask" or ratio is None else " " + _mark(ratio >= PAGES_MIN_RATIO)
         lines.append(
             f"| {r['backend']} | {r['server']} | {r['page']} | {_f(r['rate_per_s'], 1)} | {_pct(ratio)}{mark} | "
             f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['p99_ms'], 1)} | "
-            f"{_f(r['bytes_per_iteration'])} | {_errors(r)} | {_f(r['client_cpu'], 2)} |")
+            f"{_f(r['bytes_per_iteration'])} | {_errors(r)} | {_f(r.get('cpu_ms_per_iteration'), 2)} | "
+            f"{_f(r.get('server_cores'), 2)} | {_f(r['client_cpu'], 2)} |")
     lines.append("")
     lines += [f"- {n}" for n in notes]
     return lines + ([""] if notes else [])
@@ -162,8 +212,9 @@ def fanout_table(fanout: dict | None) -> list[str]:
         "same mean size, same sink) measured right after.",
         "",
         "| backend | registrants | workers | reschedule s | queued | delivered | notices/s | ceiling/s | ratio | "
-        "time to last s | worker peak RSS MB | duplicates | left pending/failed | invite in mail |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "time to last s | worker peak RSS MB | duplicate recipients | duplicate Message-IDs (malformed) | "
+        "left unsent | invite in mail |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in fanout.get("runs", []):
         ratio = _ratio(r.get("rate_per_s"), r.get("ceiling_rate_per_s"))
@@ -171,13 +222,27 @@ def fanout_table(fanout: dict | None) -> list[str]:
             f"| {r['backend']} | {r['registrants']:,} | {r['workers']} | "
             f"{_f(r.get('reschedule_s'), 2)} {_mark((r.get('reschedule_s') or 99) < FANOUT_MAX_COMMIT_S) if r['registrants'] <= 10_000 else ''} | "
             f"{_f(r.get('queued'))} | {_f(r.get('delivered'))} | {_f(r.get('rate_per_s'), 1)} | "
-            f"{_f(r.get('ceiling_rate_per_s'), 1)} | {_pct(ratio)} | {_f(r.get('time_to_last_s'), 1)} | "
+            f"{_f(r.get('ceiling_rate_per_s'), 1)} | {_pct(ratio)} | {_time_to_last(r)} | "
             f"{_f(r.get('peak_rss_mb'), 1)} {_mark((r.get('peak_rss_mb') or 1e9) < FANOUT_MAX_RSS_MB)} | "
-            f"{_f(r.get('duplicates'))} {_mark(r.get('duplicates') == 0)} | {r.get('left', '–')} | "
+            f"{_f(r.get('duplicate_recipients'))} {_mark(r.get('duplicate_recipients') == 0)} | "
+            f"{_f(r.get('duplicates'))} {_mark(r.get('duplicates') == 0)} ({_f(r.get('malformed_message_ids'))}) | "
+            f"{r.get('left', '–')} | "
             f"{r.get('invite', '–')} |")
     lines.append("")
+    examples = {r.get("malformed_example") for r in fanout.get("runs", []) if r.get("malformed_example")}
+    for example in sorted(examples):
+        lines.append(f"- malformed Message-ID as received by the sink: `{example}` (every such notice carries the "
+                     "same broken ID, so duplicate Message-IDs count them; duplicate recipients counts real repeats)")
     lines += [f"- {n}" for n in fanout.get("notes", [])]
     return lines + [""]
+
+
+def _time_to_last(r) -> str:
+    if r.get("time_to_last_s") is not None:
+        return _f(r["time_to_last_s"], 1)
+    if r.get("time_to_last_estimate_s") is not None:
+        return f"~{r['time_to_last_estimate_s']:,.0f} (est.)"
+    return "–"
 
 
 def machine_lines(info: dict, started: str, seconds: float, options: str) -> list[str]:
@@ -190,7 +255,9 @@ def machine_lines(info: dict, started: str, seconds: float, options: str) -> lis
         f"- {info.get('versions', '')}",
         f"- commit {info.get('commit', '?')}; load average at start {info.get('loadavg')}, "
         f"at end {info.get('loadavg_end', '?')}",
-        "- load generator: `bench/loadgen.py` in its own process on the same machine (its CPU use is the "
-        "`client CPU` column, in cores; the servers get what is left of the 2 cores)",
+        "- load generator: `bench/loadgen.py` (raw asyncio HTTP/1.1 client) in its own process on the same "
+        "machine; `client cores` is its CPU use, `server cores` that of the gunicorn process tree (the database "
+        "server's own CPU is in neither). `server CPU ms/reg` = gunicorn CPU time ÷ completed registrations: "
+        "the cost per registration, which drifts less than throughput on a shared machine.",
         "",
     ]

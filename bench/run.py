@@ -24,7 +24,6 @@ import os
 import pstats
 import shutil
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import report
-from .common import GUNICORN, PYTHON, app_env, appdata, machine_info, migrate, sqlalchemy_url, throwaway_database
-from .procs import HOST, ROOT, Processes, free_port, install_sigterm_as_interrupt, run_checked
+from .common import (GUNICORN, PYTHON, app_env, appdata, drop_stale_databases, machine_info, make_workdir,
+                     migrate, sqlalchemy_url, throwaway_database)
+from .procs import HOST, ROOT, CpuMeter, Processes, free_port, install_sigterm_as_interrupt, run_checked
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = ("bare-flask", "minimal-insert", "eventsvc")
@@ -83,7 +83,18 @@ class Bench:
 
     # -- load ---------------------------------------------------------------------
     def loadgen(self, mode: str, urls: list[str], users: int, *, count: int, duration: float,
-                warmup: float = 0.0, label: str = "", extra: list[str] = ()) -> dict:
+                warmup: float = 0.0, label: str = "", extra: list[str] = (), server=None) -> dict:
+        """Run bench.loadgen; with `server` (its Proc), also meter the CPU its process tree used."""
+        if server is not None:
+            with CpuMeter(server.pid) as meter:
+                result = self.loadgen(mode, urls, users, count=count, duration=duration, warmup=warmup,
+                                      label=label, extra=extra)
+            work = result["completed"]
+            result.update(server_cpu_s=round(meter.server, 3),
+                          server_cores=round(meter.server / max(result["elapsed_s"], 1e-9), 2),
+                          cpu_ms_per_iteration=round(meter.server * 1000 / work, 2) if work else None,
+                          machine_busy_cores=round(meter.machine_busy_cores, 2))
+            return result
         argv = [PYTHON, "-m", "bench.loadgen", mode, "--users", str(users), "--count", str(count),
                 "--duration", str(duration), "--warmup", str(warmup), "--timeout", str(self.args.timeout),
                 "--engine", self.args.engine, "--label", label, *extra]
@@ -110,7 +121,7 @@ class Bench:
         servers = {}
         for target in targets:
             port = free_port()
-            env = dict(envs[target], BASE_URL=f"http://{HOST}:{port}")
+            env = envs[target]
             name = f"{target}-{variant.workers}w{variant.threads}t-{port}"
             proc = self.procs.start(name, variant.argv(MODULES[target], port, extra), env)
             servers[target] = (port, proc)
@@ -139,7 +150,11 @@ class Bench:
             for variant in variants:
                 tag = f"{variant.workers}w{variant.threads}t"
                 events.append({"slug": f"bench-warmup-{tag}", "capacity": a.warmup_capacity})
-                events += [{"slug": f"bench-{tag}-u{u}", "capacity": a.capacity} for u in a.users]
+                # The largest burst gets a small capacity, so the event fills up while the most users race
+                # for the last seats (that is where overbooking would show); the others stay below capacity.
+                events += [{"slug": f"bench-{tag}-u{u}",
+                            "capacity": a.race_capacity if u == max(a.users) and len(a.users) > 1 else a.capacity}
+                           for u in a.users]
             appdata(env_app, "create-events", json.dumps(events))
             envs = {"eventsvc": env_app, "minimal-insert": env_ceiling, "bare-flask": env_ceiling}
             completed = 0
@@ -166,20 +181,23 @@ class Bench:
                         self.say(f"  warm-up errors on eventsvc: {warm['errors']} {warm['error_samples']}")
             if "register" in a.workloads:
                 for users in a.users:
-                    for target in TARGETS:
-                        result = self.loadgen("register", [url(target, f"/e/bench-{tag}-u{users}")], users,
-                                              count=a.count, duration=a.duration,
-                                              label=f"{backend}-{tag}-u{users}")
-                        self.record("register", backend, variant, target, result)
-                        if target == "eventsvc":
-                            completed += result["completed"]
+                    for round_ in range(a.rounds):
+                        # Alternate the order, so drift on a noisy machine does not always favour one side.
+                        for target in (TARGETS if round_ % 2 == 0 else TARGETS[::-1]):
+                            result = self.loadgen("register", [url(target, f"/e/bench-{tag}-u{users}")], users,
+                                                  count=a.count, duration=a.duration,
+                                                  label=f"{backend}-{tag}-u{users}-r{round_}",
+                                                  server=servers[target][1])
+                            self.record("register", backend, variant, target, result, round=round_)
+                            if target == "eventsvc":
+                                completed += result["completed"]
             if "pages" in a.workloads:
-                self.pages(backend, variant, url, tag)
+                self.pages(backend, variant, url, tag, servers)
         finally:
             self.stop_servers(servers)
         return completed
 
-    def pages(self, backend: str, variant: Variant, url, tag: str) -> None:
+    def pages(self, backend: str, variant: Variant, url, tag: str, servers: dict) -> None:
         a = self.args
         event_path = f"/e/bench-{tag}-u{a.users[len(a.users) // 2]}" if "register" in a.workloads \
             else f"/e/bench-warmup-{tag}"
@@ -193,12 +211,16 @@ class Bench:
                     self.page_notes.append(note)
                 self.say("  " + note)
                 continue
-            bare = self.loadgen("get", [url("bare-flask", "/")], a.page_users, count=a.page_count,
-                                duration=a.page_duration, warmup=0.5, extra=extra)
-            self.record("pages", backend, variant, "bare-flask", bare, page=f"bare Flask (before {name})")
-            result = self.loadgen("get", [url("eventsvc", path)], a.page_users, count=a.page_count,
-                                  duration=a.page_duration, warmup=0.5, extra=extra)
-            self.record("pages", backend, variant, "eventsvc", result, page=name)
+            measured = {}
+            for target, target_path in (("bare-flask", "/"), ("eventsvc", path)):
+                # A short unmetered warm-up (template compilation, first queries), then the measured run.
+                self.loadgen("get", [url(target, target_path)], a.page_users, count=a.page_count, duration=0.5)
+                measured[target] = self.loadgen("get", [url(target, target_path)], a.page_users,
+                                                count=a.page_count, duration=a.page_duration, extra=extra,
+                                                server=servers[target][1])
+            self.record("pages", backend, variant, "bare-flask", measured["bare-flask"],
+                        page=f"bare Flask (before {name})")
+            self.record("pages", backend, variant, "eventsvc", measured["eventsvc"], page=name)
 
     # -- checks -----------------------------------------------------------------------
     def verify(self, backend: str, database_url: str, completed: int) -> None:
@@ -280,6 +302,14 @@ class Bench:
         self.say(f"profile of the gunicorn workers: {out}")
 
 
+def _describe(error: Exception) -> str:
+    if isinstance(error, RuntimeError):
+        return str(error)
+    import traceback
+
+    return "".join(traceback.format_exception(error)[-6:])
+
+
 def probe(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=15) as response:
@@ -300,14 +330,19 @@ def parse_args(argv=None):
                    help="gunicorn variants: sync and/or gthread:N (threads per worker)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     p.add_argument("--users", default="8,32,128", help="concurrent users for the registration burst")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per registration step (upper bound)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="registration: measure each step this many times, alternating the order of the "
+                        "targets; the table shows medians and the median of the per-round ratios")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per registration step (upper bound)")
     p.add_argument("--count", type=int, default=3000, help="registrations per step (upper bound)")
-    p.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per server start")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per server start")
     p.add_argument("--capacity", type=int, default=1000, help="capacity of each burst event")
+    p.add_argument("--race-capacity", type=int, default=100,
+                   help="capacity of the event for the largest user count (fills up under the most concurrency)")
     p.add_argument("--warmup-capacity", type=int, default=20,
                    help="capacity of the warm-up event (small, so it fills up under concurrency)")
     p.add_argument("--page-users", type=int, default=32)
-    p.add_argument("--page-duration", type=float, default=4.0)
+    p.add_argument("--page-duration", type=float, default=3.0)
     p.add_argument("--page-count", type=int, default=50000)
     p.add_argument("--conditional", action="store_true",
                    help="public pages: clients revalidate with If-None-Match/If-Modified-Since")
@@ -318,17 +353,23 @@ def parse_args(argv=None):
     p.add_argument("--fanout-large-n", type=int, default=100_000)
     p.add_argument("--fanout-workers", default="postgresql:1,2;sqlite:1",
                    help="worker counts per backend, e.g. 'postgresql:1,2;sqlite:1'")
-    p.add_argument("--fanout-timeout", type=float, default=150.0,
-                   help="seconds a delivery run may take before it is reported as incomplete")
+    p.add_argument("--fanout-timeout", type=float, default=40.0,
+                   help="seconds a delivery run may take; a run cut off there reports its rate over what "
+                        "it delivered and an estimated time to the last notice (use 1200 for complete runs)")
     p.add_argument("--profile", action="store_true",
                    help="instead of the table: cProfile the app's workers under the 32-user burst")
+    p.add_argument("--profile-worker", action="store_true",
+                   help="fan-out: instead of the table, cProfile one outbox worker (bench/results/profile-worker-*.txt)")
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for eventsvc (e.g. OUTBOX_BATCH_SIZE=100)")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: rewrite latest.md from bench/results/latest.json")
     p.add_argument("--quick", action="store_true", help="a smoke run: 8 and 32 users, 2 s steps, sync only")
     args = p.parse_args(argv)
-    if args.quick:
-        args.users, args.duration, args.servers, args.page_duration = "8,32", 2.0, "sync", 2.0
-        args.warmup, args.fanout_n = 1.0, min(args.fanout_n, 2000)
+    if args.quick:  # smaller defaults; options given explicitly still win
+        p.set_defaults(users="8,32", duration=2.0, servers="sync", page_duration=2.0, warmup=1.0,
+                       fanout_n=2000, fanout_timeout=30.0)
+        args = p.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(args.workloads) - {"register", "pages", "fanout"}
     if unknown:
@@ -341,13 +382,18 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        write_report(json.loads((RESULTS / "latest.json").read_text()))
+        return 0
     install_sigterm_as_interrupt()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(RESULTS / "logs", ignore_errors=True)  # server logs of this run only
     started = datetime.now(timezone.utc).astimezone()
     t0 = time.monotonic()
     info = machine_info()
     options = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
-    workdir = Path(tempfile.mkdtemp(prefix="eventsvc-bench-"))
+    workdir = make_workdir()
+    stale = drop_stale_databases() if "postgresql" in args.backends else []
     failures = []
     bench = None
     try:
@@ -355,6 +401,8 @@ def main(argv=None) -> int:
             bench = Bench(args, procs, workdir)
             bench.say(f"{info['nproc']} CPU(s) {info['cpu']}, Python {info['python']}, "
                       f"PostgreSQL {info['postgresql']}; py-spy: {info['py_spy']}")
+            if stale:
+                bench.say(f"dropped databases left by killed runs: {', '.join(stale)}")
             if args.profile:
                 for backend in args.backends:
                     bench.profile(backend)
@@ -363,17 +411,17 @@ def main(argv=None) -> int:
                 for backend in args.backends:
                     try:
                         bench.web(backend)
-                    except RuntimeError as error:
-                        failures.append(f"{backend}: {error}")
-                        bench.say(f"{backend}: FAILED: {error}")
+                    except Exception as error:  # noqa: BLE001 - report it, run the other workloads
+                        failures.append(f"{backend}: {_describe(error)}")
+                        bench.say(f"{backend}: FAILED: {_describe(error)}")
             if "fanout" in args.workloads:
                 from .fanout import run_fanout
 
                 try:
                     bench.fanout = run_fanout(bench)
-                except RuntimeError as error:
-                    failures.append(f"fan-out: {error}")
-                    bench.say(f"fan-out: FAILED: {error}")
+                except Exception as error:  # noqa: BLE001
+                    failures.append(f"fan-out: {_describe(error)}")
+                    bench.say(f"fan-out: FAILED: {_describe(error)}")
                     bench.fanout = {"skipped": f"failed: {str(error)[:500]}"}
     except KeyboardInterrupt:
         failures.append("interrupted")
@@ -383,22 +431,29 @@ def main(argv=None) -> int:
     if bench is None or args.profile:
         return 1 if failures else 0
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = report.machine_lines(info, started.strftime("%Y-%m-%d %H:%M %Z"), time.monotonic() - t0, options)
-    lines += report.registration_table(bench.results)
-    lines += report.registration_targets(bench.results, bench.verifications)
-    lines += report.verification_table(bench.verifications)
-    lines += report.pages_table(bench.results, bench.page_notes)
-    lines += report.fanout_table(bench.fanout)
-    if failures:
-        lines += ["## Failures", ""] + [f"- {f}" for f in failures] + [""]
+    data = {"machine": info, "options": options, "started": started.strftime("%Y-%m-%d %H:%M %Z"),
+            "seconds": time.monotonic() - t0, "results": bench.results, "verifications": bench.verifications,
+            "page_notes": bench.page_notes, "fanout": bench.fanout, "failures": failures}
+    (RESULTS / "latest.json").write_text(json.dumps(data, indent=1, default=str))
+    write_report(data)
+    return 1 if failures else 0
+
+
+def write_report(data: dict) -> None:
+    """Print the tables and write bench/results/latest.md (also from a saved latest.json)."""
+    lines = report.machine_lines(data["machine"], data.get("started", "?"), data.get("seconds", 0), data["options"])
+    lines += report.rate_limit_notes(data["results"])
+    lines += report.registration_table(data["results"])
+    lines += report.registration_targets(data["results"], data["verifications"])
+    lines += report.verification_table(data["verifications"])
+    lines += report.pages_table(data["results"], data["page_notes"])
+    lines += report.fanout_table(data["fanout"])
+    if data["failures"]:
+        lines += ["## Failures", ""] + [f"- {f}" for f in data["failures"]] + [""]
     text = "\n".join(lines)
     print("\n" + text)
     (RESULTS / "latest.md").write_text(text + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(
-        {"machine": info, "options": options, "results": bench.results, "verifications": bench.verifications,
-         "page_notes": bench.page_notes, "fanout": bench.fanout, "failures": failures}, indent=1, default=str))
     print(f"\n[bench] written to {RESULTS / 'latest.md'}")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

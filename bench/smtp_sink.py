@@ -27,6 +27,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*?)[ \t]*$", re.I | re.M)
+_WELL_FORMED = re.compile(rb"^<[^<>@\s]+@[^<>@\s]+>$")  # RFC 5322 msg-id, roughly
 
 
 def message_id(data: bytes) -> bytes | None:
@@ -42,12 +43,15 @@ class Stats:
         self.count = 0
         self.bytes = 0
         self.ids: Counter = Counter()
+        self.recipients: Counter = Counter()
         self.without_id = 0
+        self.malformed_ids = 0
+        self.malformed_example = None
         self.first = self.last = None
         self.sample = sample
         self.version = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes, recipients: list[str]) -> None:
         now = time.time()
         mid = message_id(data)
         with self.lock:
@@ -59,6 +63,11 @@ class Stats:
                 self.without_id += 1
             else:
                 self.ids[mid] += 1
+                if not _WELL_FORMED.match(mid):
+                    self.malformed_ids += 1
+                    self.malformed_example = self.malformed_example or mid.decode("ascii", "replace")
+            for rcpt in recipients:
+                self.recipients[rcpt.lower()] += 1
             self.first = self.first or now
             self.last = now
             self.version += 1
@@ -68,6 +77,9 @@ class Stats:
             unique = len(self.ids)
             return {"count": self.count, "bytes": self.bytes, "unique_message_ids": unique,
                     "duplicates": sum(self.ids.values()) - unique, "without_message_id": self.without_id,
+                    "malformed_message_ids": self.malformed_ids, "malformed_example": self.malformed_example,
+                    "recipients": len(self.recipients),
+                    "duplicate_recipients": sum(self.recipients.values()) - len(self.recipients),
                     "first": self.first, "last": self.last,
                     "mean_size": round(self.bytes / self.count) if self.count else None,
                     "pid": os.getpid()}
@@ -78,7 +90,7 @@ class Handler:
         self.stats = stats
 
     async def handle_DATA(self, server, session, envelope):
-        self.stats.add(envelope.original_content or envelope.content)
+        self.stats.add(envelope.original_content or envelope.content, list(envelope.rcpt_tos))
         return "250 OK: counted"
 
 
