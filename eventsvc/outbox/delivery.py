@@ -109,7 +109,7 @@ class Prepared:
 
 
 def _deliver_mails(ids, worker_id, result, should_stop):
-    remaining, accepted = _prepare(ids, worker_id, result), []
+    remaining, accepted = _keep_leased(_prepare(ids, worker_id, result), worker_id, result), []
     try:
         if remaining:
             with mail.connect() as connection:
@@ -119,6 +119,7 @@ def _deliver_mails(ids, worker_id, result, should_stop):
                     remaining.pop(0)
                     if len(accepted) >= MARK_SENT_EVERY:
                         _mark_sent(accepted, result)
+                        remaining = _keep_leased(remaining, worker_id, result)
     except (ServerUnavailable, smtplib.SMTPException, OSError) as error:
         result.server_down = True
         count_delivery_failure("server_unavailable")
@@ -127,6 +128,22 @@ def _deliver_mails(ids, worker_id, result, should_stop):
     finally:
         _mark_sent(accepted, result)
         release([p.id for p in remaining], worker_id)
+
+
+def _keep_leased(items: list["Prepared"], worker_id: str, result: BatchResult) -> list["Prepared"]:
+    """Renew the lease on the rows still to send, and keep only those this worker
+    still holds. A slow server can outlast a lease; another worker may then have
+    claimed the rest, and sending them here too would duplicate every one."""
+    if not items:
+        return items
+    lease_until = utcnow() + timedelta(seconds=current_app.config["OUTBOX_LEASE_SECONDS"])
+    held = set(unit_of_work(lambda: db.session.scalars(
+        update(Message).where(Message.id.in_([p.id for p in items]), Message.locked_by == worker_id,
+                              Message.status == "pending")
+        .values(locked_until=lease_until).returning(Message.id)
+        .execution_options(synchronize_session=False)).all()))
+    result.skipped += len(items) - len(held)
+    return [p for p in items if p.id in held]
 
 
 def _mark_sent(accepted: list["Prepared"], result: BatchResult) -> None:
