@@ -4,6 +4,7 @@ Every test that uses `app` runs twice, once per backend. PostgreSQL gets a
 throw-away database per run; when it cannot be reached the PostgreSQL half is
 skipped locally and fails loudly in CI (CI=true).
 """
+import contextlib
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -25,13 +26,13 @@ def _pg_url(dbname):
     return f"{base}/{dbname}"
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request, tmp_path_factory):
-    """A migrated, empty database for this run: SQLite file or PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite3'}"
-        _migrate(url)
-        yield url
+@contextlib.contextmanager
+def throwaway_database(backend, directory):
+    """Yield the URL of a new, empty database of this backend; drop it afterwards.
+
+    PostgreSQL unreachable: a skip locally, a failure in CI (CI=true)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'throwaway-{uuid.uuid4().hex[:8]}.sqlite3'}"
         return
     name = f"eventsvc_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
@@ -41,11 +42,19 @@ def database_url(request, tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI and unreachable at {PG_ADMIN_URL}: {error}")
         pytest.skip(f"PostgreSQL unreachable ({error}); set TEST_BACKENDS=sqlite to silence")
-    url = _pg_url(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    _migrate(url)
-    yield url
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield _pg_url(name).replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request, tmp_path_factory):
+    """A migrated, empty database for this run: SQLite file or PostgreSQL database."""
+    with throwaway_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        _migrate(url)
+        yield url
 
 
 def _migrate(url):

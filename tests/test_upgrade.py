@@ -6,10 +6,7 @@ other tests share). The steps are the ones the deployment guide gives:
 `flask --app wsgi db upgrade` is flask_migrate's `upgrade()`.
 """
 import contextlib
-import os
-import uuid
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -17,28 +14,7 @@ from sqlalchemy import inspect
 
 from eventsvc import create_app
 from eventsvc.extensions import db
-from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_url, test_config
-
-
-@contextlib.contextmanager
-def throwaway_database(backend, tmp_path):
-    """Yield the URL of a new, empty database of this backend; drop it afterwards."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / f'throwaway-{uuid.uuid4().hex[:8]}.sqlite3'}"
-        return
-    name = f"eventsvc_throwaway_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and unreachable at {PG_ADMIN_URL}: {error}")
-        pytest.skip(f"PostgreSQL unreachable ({error})")
-    try:
-        yield _pg_url(name).replace("postgresql://", "postgresql+psycopg://", 1)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.conftest import BACKENDS, test_config, throwaway_database
 
 
 @contextlib.contextmanager

@@ -40,6 +40,19 @@ def service_problem(error):
     return problem(409, str(error.message))
 
 
+def problems(blp, responses: dict[int, str]):
+    """Document the refusals of an operation, each an application/problem+json answer."""
+    from .schemas import ProblemSchema
+
+    def decorate(view):
+        for status, description in responses.items():
+            view = blp.alt_response(status, schema=ProblemSchema, content_type=PROBLEM,
+                                    description=description)(view)
+        return view
+
+    return decorate
+
+
 class ProblemApi(Api):
     """flask-smorest whose errors are problem documents, for the API's blueprints only."""
 

@@ -13,11 +13,11 @@ from ..registrations.models import Registration
 from ..registrations.services import cancel_registration
 from ..webhooks.models import Webhook
 from ..webhooks.services import create_webhook, deactivate_webhook
-from . import PROBLEM
+from . import problems
 from .public import event_out
 from .schemas import (CancelSchema, DeliveryCountSchema, EventInSchema, EventPatchSchema, EventSchema,
                       QueuedSchema, RegistrationPageSchema, RegistrationQuerySchema, RegistrationSchema,
-                      ProblemSchema, RescheduleSchema, WebhookCreatedSchema, WebhookDeliverySchema, WebhookInSchema,
+                      RescheduleSchema, WebhookCreatedSchema, WebhookDeliverySchema, WebhookInSchema,
                       WebhookSchema)
 
 blp = Blueprint("api_organiser", __name__, url_prefix="/api/v1", description="Organisers (bearer token).")
@@ -37,7 +37,7 @@ def require_token():
 def documented(func_):
     """Every organiser operation: bearer auth and its refusals, in the document."""
     decorated = blp.doc(security=SECURITY)(func_)
-    decorated = blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM, description="Missing or invalid token")(decorated)
+    decorated = problems(blp, {401: "Missing or invalid token"})(decorated)
     return decorated
 
 
@@ -51,7 +51,7 @@ def _event(slug) -> Event:
 @blp.post("/events")
 @blp.arguments(EventInSchema)
 @blp.response(201, EventSchema)
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {422: "Invalid input"})
 @documented
 def create_event(data):
     """Create a session (as a draft)."""
@@ -62,9 +62,7 @@ def create_event(data):
 @blp.patch("/events/<slug>")
 @blp.arguments(EventPatchSchema)
 @blp.response(200, EventSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
-@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM, description="The change conflicts with the session's state")
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {404: "No such session", 409: "The change conflicts with the session's state", 422: "Invalid input"})
 @documented
 def update_event(data, slug):
     """Change a session. A new time goes through /reschedule, which tells the registrants."""
@@ -77,9 +75,9 @@ def update_event(data, slug):
 
 @blp.post("/events/<slug>/publish")
 @blp.response(200, EventSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
-@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM, description="Cannot be published (cancelled)")
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Missing data, e.g. a join URL for an online session")
+@problems(blp, {404: "No such session",
+                 409: "Cannot be published (cancelled)",
+                 422: "Missing data, e.g. a join URL for an online session"})
 @documented
 def publish_event(slug):
     """Publish a draft session."""
@@ -89,9 +87,7 @@ def publish_event(slug):
 @blp.post("/events/<slug>/reschedule")
 @blp.arguments(RescheduleSchema)
 @blp.response(200, QueuedSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
-@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM, description="Cancelled, or already at this time")
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {404: "No such session", 409: "Cancelled, or already at this time", 422: "Invalid input"})
 @documented
 def reschedule(data, slug):
     """Move a session; every registrant gets one notice with the updated invite."""
@@ -103,9 +99,7 @@ def reschedule(data, slug):
 @blp.post("/events/<slug>/cancel")
 @blp.arguments(CancelSchema)
 @blp.response(200, QueuedSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
-@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM, description="Already cancelled")
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {404: "No such session", 409: "Already cancelled", 422: "Invalid input"})
 @documented
 def cancel(data, slug):
     """Cancel a session; every registrant gets a calendar cancellation."""
@@ -115,7 +109,7 @@ def cancel(data, slug):
 @blp.get("/events/<slug>/registrations")
 @blp.arguments(RegistrationQuerySchema, location="query")
 @blp.response(200, RegistrationPageSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
+@problems(blp, {404: "No such session"})
 @documented
 def list_registrations(query, slug):
     """Registrations, oldest first, with paging and filters."""
@@ -136,7 +130,7 @@ def list_registrations(query, slug):
 
 @blp.post("/events/<slug>/registrations/<id:registration_id>/cancel")
 @blp.response(200, RegistrationSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session or registration")
+@problems(blp, {404: "No such session or registration"})
 @documented
 def cancel_one(slug, registration_id):
     """Cancel a registration: frees the seat and promotes the first on the waiting list."""
@@ -151,7 +145,7 @@ def cancel_one(slug, registration_id):
 
 @blp.get("/events/<slug>/deliveries")
 @blp.response(200, DeliveryCountSchema(many=True))
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such session")
+@problems(blp, {404: "No such session"})
 @documented
 def deliveries(slug):
     """The outbox's state for this session: notices per kind and status."""
@@ -173,7 +167,7 @@ def list_webhooks():
 @blp.post("/webhooks")
 @blp.arguments(WebhookInSchema)
 @blp.response(201, WebhookCreatedSchema)
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {422: "Invalid input"})
 @documented
 def add_webhook(data):
     """Register a URL for signed notices. The secret is shown in this answer only."""
@@ -192,7 +186,7 @@ def _webhook(webhook_id) -> Webhook:
 
 @blp.delete("/webhooks/<id:webhook_id>")
 @blp.response(204)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such webhook")
+@problems(blp, {404: "No such webhook"})
 @documented
 def remove_webhook(webhook_id):
     """Stop a webhook; unsent notices to it are dropped."""
@@ -201,7 +195,7 @@ def remove_webhook(webhook_id):
 
 @blp.get("/webhooks/<id:webhook_id>/deliveries")
 @blp.response(200, WebhookDeliverySchema(many=True))
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such webhook")
+@problems(blp, {404: "No such webhook"})
 @documented
 def webhook_deliveries(webhook_id):
     """The latest 200 notices to this webhook with their delivery state."""

@@ -5,8 +5,8 @@ from flask_smorest import Blueprint, abort
 from ..events import services as events
 from ..registrations.services import register
 from ..urls import external_url
-from . import PROBLEM
-from .schemas import EventQuerySchema, EventSchema, ProblemSchema, RegistrationInSchema, RegistrationResultSchema
+from . import problems
+from .schemas import EventQuerySchema, EventSchema, RegistrationInSchema, RegistrationResultSchema
 
 blp = Blueprint("api_public", __name__, url_prefix="/api/v1", description="Public: sessions and registering.")
 CORS(blp, methods=["GET", "POST"], allow_headers=["Content-Type"], max_age=3600)
@@ -45,7 +45,7 @@ def list_events(query):
 
 @blp.get("/events/<slug>")
 @blp.response(200, EventSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such public session")
+@problems(blp, {404: "No such public session"})
 def get_event(slug):
     """One session."""
     return event_out(_public_event(slug))
@@ -54,9 +54,9 @@ def get_event(slug):
 @blp.post("/events/<slug>/registrations")
 @blp.arguments(RegistrationInSchema)
 @blp.response(201, RegistrationResultSchema)
-@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM, description="No such public session")
-@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM, description="Registration is closed (not open yet, closed, started, cancelled)")
-@blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM, description="Invalid input")
+@problems(blp, {404: "No such public session",
+                 409: "Registration is closed (not open yet, closed, started, cancelled)",
+                 422: "Invalid input"})
 def create_registration(data, slug):
     """Register. The answer never reveals whether the address was registered before."""
     event = _public_event(slug)
