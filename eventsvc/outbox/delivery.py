@@ -44,6 +44,10 @@ class BatchResult:
     server_down: bool = False
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: "BatchResult") -> None:
+        for name in ("claimed", "sent", "retried", "failed", "skipped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 def claim_due(worker_id: str, *, limit: int, now: datetime | None = None) -> list[int]:
     """Lease up to `limit` due rows to this worker and return their ids."""

@@ -4,24 +4,14 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
 
 from flask import current_app
 
 from ..extensions import db
 from ..health import beat
-from .delivery import claim_due, deliver_batch
+from .delivery import BatchResult, claim_due, deliver_batch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Totals:
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    skipped: int = 0
-    batches: int = 0
 
 
 class Worker:
@@ -31,13 +21,13 @@ class Worker:
         self.idle_seconds = idle_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.stopping = False
-        self.totals = Totals()
+        self.totals = BatchResult()  # the sum of every batch so far
 
     def stop(self, *_):
         """SIGTERM: finish the message in hand, then leave."""
         self.stopping = True
 
-    def run_once(self) -> Totals:
+    def run_once(self) -> BatchResult:
         """Deliver everything that is due now, then return (tests, cron)."""
         while not self.stopping:
             result = self._batch()
@@ -45,7 +35,7 @@ class Worker:
                 break
         return self.totals
 
-    def run_forever(self) -> Totals:
+    def run_forever(self) -> BatchResult:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         backoff = 0.0
@@ -69,9 +59,7 @@ class Worker:
             return None
         result = deliver_batch(ids, self.id, should_stop=self._should_stop)
         db.session.rollback()
-        for name in ("sent", "retried", "failed", "skipped"):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
-        self.totals.batches += 1
+        self.totals.add(result)
         return result
 
     def _should_stop(self):
