@@ -10,14 +10,14 @@ import unicodedata
 from datetime import datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import String, cast, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, update
 
 from ..errors import ServiceError
 from ..extensions import db
 from ..outbox.models import Message
-from ..outbox.services import supersede_pending
+from ..outbox.services import enqueue_for_registrants, supersede_pending
 from ..registrations.models import Registration
+from ..registrations.reminders import queue_reminders_for_event
 from ..registrations.services import _lock_event, promote_next
 from ..transaction import unit_of_work
 from ..types import utcnow
@@ -148,8 +148,8 @@ def reschedule_event(event: Event, *, starts_at: datetime, ends_at: datetime, re
         supersede_pending(event_id=event.id, kinds=SCHEDULE_KINDS)
         db.session.execute(update(Registration).where(Registration.event_id == event.id)
                            .values(reschedule_response=None, reschedule_response_at=None))
-        queued = _queue_for_all(event, "rescheduled", {"change_id": change.id}, now)
-        _after_schedule_change(event, now)
+        queued = enqueue_for_registrants(event, "rescheduled", {"change_id": change.id}, now)
+        queue_reminders_for_event(event, now=now)
         webhooks.emit("event.rescheduled", event=event, subject=f"{event.id}:{event.sequence}",
                       data=webhooks.event_data(event), now=now)
         return queued
@@ -175,7 +175,7 @@ def cancel_event(event: Event, *, reason: str, by=None, now: datetime | None = N
                                                     "waitlisted", "already_registered"))
         webhooks.emit("event.cancelled", event=event, subject=f"{event.id}:{event.sequence}",
                       data=webhooks.event_data(event), now=now)
-        return _queue_for_all(event, "cancelled", {"change_id": change.id}, now)
+        return enqueue_for_registrants(event, "cancelled", {"change_id": change.id}, now)
 
     return unit_of_work(work)
 
@@ -190,35 +190,6 @@ def _record_change(event, kind, reason, by, now, new_starts_at, new_ends_at) -> 
     return change
 
 
-def _after_schedule_change(event, now):
-    """Hook for what follows the schedule (reminders): see registrations.reminders."""
-    from ..registrations.reminders import queue_reminders_for_event
-
-    queue_reminders_for_event(event, now=now)
-
-
-def _queue_for_all(event: Event, kind: str, payload: dict, now: datetime, *,
-                   statuses=("confirmed", "waitlisted"), state: str | None = None,
-                   send_after: datetime | None = None) -> int:
-    """One notice per registrant in `statuses`, written by the database in one statement.
-
-    INSERT … SELECT keeps a fan-out to 100,000 registrants a single round trip.
-    The dedupe key names the state (by default the event's sequence).
-    """
-    key = f"{kind}:" + cast(Registration.id, String) + f":{state or event.sequence}"
-    rows = select(
-        literal(kind), literal(event.id), Registration.id, key,
-        literal(payload, Message.payload.type), literal(send_after or now, Message.send_after.type),
-        literal("pending"), literal(0), key + f":{secrets.token_hex(6)}", literal(now, Message.created_at.type),
-    ).where(Registration.event_id == event.id, Registration.status.in_(statuses))
-    columns = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send_after", "status",
-               "attempts", "message_id", "created_at"]
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(Message).from_select(columns, rows).on_conflict_do_nothing(
-        index_elements=["dedupe_key"])
-    return db.session.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
-
-
 def message_registrants(event: Event, *, subject: str, body: str, include_waitlist: bool = False,
                         now: datetime | None = None) -> int:
     """Queue the organiser's own message to every confirmed registrant (and the waiting list)."""
@@ -227,8 +198,8 @@ def message_registrants(event: Event, *, subject: str, body: str, include_waitli
         raise ServiceError(_l("Vul een onderwerp en een tekst in."))
     statuses = ("confirmed", "waitlisted") if include_waitlist else ("confirmed",)
     payload = {"subject": subject.strip(), "body": body.strip()}
-    return unit_of_work(lambda: _queue_for_all(event, "custom", payload, now, statuses=statuses,
-                                               state=secrets.token_hex(8)))
+    return unit_of_work(lambda: enqueue_for_registrants(event, "custom", payload, now, statuses=statuses,
+                                                        state=secrets.token_hex(8)))
 
 
 def retry_failed(event: Event, *, message_id: int | None = None, now: datetime | None = None) -> int:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from ..outbox.services import enqueue
+from ..outbox.services import enqueue, enqueue_for_registrants
 
 
 def _moments(event, now: datetime):
@@ -32,11 +32,9 @@ def queue_reminders(registration, *, now: datetime) -> None:
 
 def queue_reminders_for_event(event, *, now: datetime) -> int:
     """After a reschedule: the reminders for the new start, for every confirmed registrant."""
-    from ..events.management import _queue_for_all
-
     queued = 0
     for kind, send_after in _moments(event, now):
-        queued += _queue_for_all(event, kind, {"starts_at": event.starts_at.isoformat()}, now,
-                                 statuses=("confirmed",), state=f"{event.starts_at:%Y%m%dT%H%M%S}",
-                                 send_after=send_after)
+        queued += enqueue_for_registrants(event, kind, {"starts_at": event.starts_at.isoformat()}, now,
+                                          statuses=("confirmed",), state=f"{event.starts_at:%Y%m%dT%H%M%S}",
+                                          send_after=send_after)
     return queued
