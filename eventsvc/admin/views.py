@@ -11,7 +11,7 @@ from ..events.models import Event
 from ..extensions import db
 from ..registrations.export import registrations_csv
 from ..registrations.models import Registration
-from ..registrations.services import cancel_registration
+from ..registrations.services import cancel_registration, promote_registration
 from . import queries
 
 bp = Blueprint("admin", __name__, url_prefix="/beheer")
@@ -188,7 +188,7 @@ def cancel_registration_view(event_id, registration_id):
 def promote(event_id, registration_id):
     event = _event_or_404(event_id)
     registration = _registration_of(event, registration_id)
-    return _action(event_id, lambda e: management.promote_registration(registration),
+    return _action(event_id, lambda e: promote_registration(registration),
                    _("De deelnemer heeft een plaats gekregen en krijgt bericht."))
 
 

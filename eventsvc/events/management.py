@@ -211,24 +211,3 @@ def retry_failed(event: Event, *, message_id: int | None = None, now: datetime |
     return unit_of_work(lambda: db.session.execute(
         statement.values(status="pending", attempts=0, send_after=now, locked_until=None,
                          locked_by=None)).rowcount)
-
-
-def promote_registration(registration: Registration, *, now: datetime | None = None) -> Registration:
-    """The organiser moves someone up from the waiting list, if a seat is free."""
-    from ..registrations import notifications
-    from ..registrations.services import _take_seat
-
-    now = now or utcnow()
-
-    def work():
-        _lock_event(registration.event)
-        db.session.refresh(registration)
-        if not registration.is_waitlisted:
-            raise ServiceError(_l("Deze persoon staat niet op de wachtlijst."))
-        if not _take_seat(registration.event):
-            raise ServiceError(_l("Er is geen plaats vrij. Verhoog eerst de capaciteit."))
-        registration.status, registration.waitlisted_at = "confirmed", None
-        notifications.notify_promoted(registration, now=now)
-        return registration
-
-    return unit_of_work(work)

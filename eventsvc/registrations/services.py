@@ -178,10 +178,32 @@ def promote_next(event: Event, *, now: datetime) -> Registration | None:
     )
     if first is None or event.is_cancelled or not _take_seat(event):
         return None
-    first.status, first.waitlisted_at = "confirmed", None
-    db.session.flush()
-    notifications.notify_promoted(first, now=now)
+    _confirm_promoted(first, now)
     return first
+
+
+def promote_registration(registration: Registration, *, now: datetime | None = None) -> Registration:
+    """The organiser moves someone up from the waiting list, if a seat is free."""
+    now = now or utcnow()
+
+    def work():
+        _lock_event(registration.event)
+        db.session.refresh(registration)
+        if not registration.is_waitlisted:
+            raise ServiceError(_l("Deze persoon staat niet op de wachtlijst."))
+        if not _take_seat(registration.event):
+            raise ServiceError(_l("Er is geen plaats vrij. Verhoog eerst de capaciteit."))
+        _confirm_promoted(registration, now)
+        return registration
+
+    return unit_of_work(work)
+
+
+def _confirm_promoted(registration: Registration, now: datetime) -> None:
+    """A waiting-list registration that has just taken a seat."""
+    registration.status, registration.waitlisted_at = "confirmed", None
+    db.session.flush()
+    notifications.notify_promoted(registration, now=now)
 
 
 def get_by_token(token: str) -> Registration | None:
