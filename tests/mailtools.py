@@ -1,4 +1,6 @@
 """Helpers for asserting on what the SMTP server received."""
+import re
+import uuid
 from datetime import timezone
 
 import icalendar
@@ -23,7 +25,22 @@ def parse_invite(message):
     """The inline text/calendar part, parsed with icalendar and with vobject."""
     part = next(p for p in message.walk() if p.get_content_type() == "text/calendar")
     data = part.get_payload(decode=True)
-    return part, icalendar.Calendar.from_ical(data), vobject.readOne(data.decode("utf-8"))
+    return part, icalendar.Calendar.from_ical(data), read_with_vobject(data)
+
+
+def read_with_vobject(data: bytes, rename_tzids=True):
+    """Parse with vobject, optionally giving every TZID a name nobody knows.
+
+    vobject keeps a process-wide TZID -> tzinfo registry: the first VTIMEZONE
+    (or pytz zone) it sees for a TZID wins for the rest of the process. A fresh
+    unknown name forces it to use *this* file's VTIMEZONE, so the test proves
+    the embedded definition is right rather than vobject's memory or pytz.
+    """
+    text = data.decode("utf-8")
+    if rename_tzids:
+        suffix = uuid.uuid4().hex
+        text = re.sub(r"(TZID[=:])([A-Za-z_]+/[A-Za-z_/]+)", rf"\1Test-{suffix}/\2", text)
+    return vobject.readOne(text)
 
 
 def vevent(calendar):

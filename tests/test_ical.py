@@ -4,13 +4,11 @@ Self-contained on purpose (no conftest fixtures): run with --noconftest.
 """
 
 import re
-import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import icalendar
 import pytest
-import vobject
 
 from eventsvc.ical import (
     CalendarEvent,
@@ -21,6 +19,8 @@ from eventsvc.ical import (
     google_calendar_url,
     outlook_calendar_url,
 )
+
+from .mailtools import read_with_vobject
 
 UTC = timezone.utc
 UID = "5f1b7f0e-3c5a-4a8e-9d1e-0c6f2b9a7d41"
@@ -61,21 +61,6 @@ def only_vevent(data: bytes) -> icalendar.Event:
 
 def unfolded_lines(data: bytes) -> list[str]:
     return data.decode("utf-8").replace("\r\n ", "").split("\r\n")
-
-
-def read_with_vobject(data: bytes, rename_tzids=True):
-    """Parse with vobject, optionally giving every TZID a name nobody knows.
-
-    vobject keeps a process-wide TZID -> tzinfo registry: the first VTIMEZONE
-    (or pytz zone) it sees for a TZID wins for the rest of the process. A fresh
-    unknown name forces it to use *this* file's VTIMEZONE, so the test proves
-    the embedded definition is right rather than vobject's memory or pytz.
-    """
-    text = data.decode("utf-8")
-    if rename_tzids:
-        suffix = uuid.uuid4().hex
-        text = re.sub(r"(TZID[=:])([A-Za-z_]+/[A-Za-z_/]+)", rf"\1Test-{suffix}/\2", text)
-    return vobject.readOne(text)
 
 
 # --- invites ---------------------------------------------------------------
