@@ -23,6 +23,7 @@ from flask_babel import force_locale, gettext as _
 
 from .. import ical
 from ..formatting import format_moment, format_when
+from ..registrations.services import join_opens_at
 from ..types import utcnow
 from ..urls import external_url, mail_domain
 from ..validators import has_control_characters
@@ -140,14 +141,8 @@ def _context(message, registration, event):
         when=format_when(event.starts_at, event.ends_at, event.tz, locale),
         old_when=format_when(change.old_starts_at, change.old_ends_at, event.tz, locale) if change else None,
         event_url=external_url("events.show", slug=event.slug), payload=message.payload,
-        join_opens=format_moment(event.starts_at - _join_window(), event.tz, locale),
+        join_opens=format_moment(join_opens_at(event), event.tz, locale),
     )
-
-
-def _join_window():
-    from datetime import timedelta
-
-    return timedelta(minutes=current_app.config["JOIN_WINDOW_MINUTES"])
 
 
 def _with_invite(body, event, registration, method) -> MIMEMultipart:

@@ -6,8 +6,9 @@ Every function here is one unit of work: it commits on success and rolls back
 on any refusal or error, so nothing is ever half-written.
 """
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, update
 
@@ -210,6 +211,11 @@ def get_by_token(token: str) -> Registration | None:
     if not token or len(token) > 64:
         return None
     return db.session.scalar(select(Registration).where(Registration.token == token))
+
+
+def join_opens_at(event: Event) -> datetime:
+    """When the personal join link starts to work: JOIN_WINDOW_MINUTES before the start."""
+    return event.starts_at - timedelta(minutes=current_app.config["JOIN_WINDOW_MINUTES"])
 
 
 def join_state(registration: Registration, *, now: datetime, opens_at: datetime) -> str:

@@ -1,5 +1,4 @@
 """The registrant's personal pages, reached only through the token in their mails."""
-from datetime import timedelta
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
@@ -102,7 +101,7 @@ def join(token):
     """Redirect to the secret join URL, only within the join window and only for a confirmed seat."""
     registration = _registration_or_404(token)
     event, now = registration.event, utcnow()
-    opens_at = event.starts_at - timedelta(minutes=current_app.config["JOIN_WINDOW_MINUTES"])
+    opens_at = services.join_opens_at(event)
     state = services.join_state(registration, now=now, opens_at=opens_at)
     if state == "open":
         services.record_join(registration, now=now)
