@@ -54,11 +54,16 @@ def worker_available(env: dict) -> tuple[bool, str]:
     return True, note
 
 
-def parse_workers(spec: str) -> dict[str, list[int]]:
+def parse_workers(spec: str, backends) -> dict[str, list[int]]:
+    """'postgresql:1,2;sqlite:1' → worker counts per backend; a bare '1,2' means every backend."""
     plan = {}
     for part in filter(None, spec.split(";")):
-        backend, _, counts = part.partition(":")
-        plan[backend.strip()] = [int(c) for c in counts.split(",") if c]
+        backend, colon, counts = part.rpartition(":")
+        names = [backend.strip()] if colon else list(backends)
+        for name in names:
+            if name not in ("sqlite", "postgresql"):
+                raise ValueError(f"--fanout-workers: unknown backend {name!r} in {spec!r}")
+            plan[name] = [int(c) for c in counts.split(",") if c.strip()]
     return plan
 
 
@@ -256,7 +261,7 @@ def profile_worker(bench, backend: str, db_url: str, env: dict) -> None:
 
 def run_fanout(bench) -> dict:
     a = bench.args
-    plan = parse_workers(a.fanout_workers)
+    plan = parse_workers(a.fanout_workers, a.backends)
     result = {"runs": [], "notes": []}
     runs = []  # (backend, registrants, workers, timeout)
     for backend in a.backends:
@@ -265,6 +270,8 @@ def run_fanout(bench) -> dict:
             runs.append((backend, a.fanout_large_n, max(plan[backend]), max(a.fanout_timeout, 1200)))
     if a.profile_worker:
         runs = [(backend, a.fanout_n, 1, a.fanout_timeout) for backend in a.backends if plan.get(backend)]
+    if not runs:
+        raise ValueError(f"--fanout-workers {a.fanout_workers!r} plans no run on {', '.join(a.backends)}")
     checked = False
     for backend, n, workers, timeout in runs:
         # A fresh database per run, so a run cut off by its time bound leaves nothing for the next one.
