@@ -64,6 +64,8 @@ class Config:
 
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
     MAX_CONTENT_LENGTH = 256 * 1024
+    # Rendered public pages kept per process (eventsvc/page_cache.py); 0 turns the cache off.
+    PAGE_CACHE_SIZE = _int("PAGE_CACHE_SIZE", 256)
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     REGISTRATION_RATE_LIMIT = os.environ.get("REGISTRATION_RATE_LIMIT", "10 per minute; 100 per hour")

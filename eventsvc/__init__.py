@@ -79,6 +79,9 @@ def _init_extensions(app):
     login_manager.login_message_category = "error"
 
     from . import models  # noqa: F401  (register every table with the metadata)
+    from .page_cache import init_page_cache
+
+    init_page_cache(app)
 
 
 def _register_blueprints(app):

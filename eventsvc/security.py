@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
 from flask import Flask, current_app, request
 from flask_babel import lazy_gettext as _l
@@ -216,19 +217,25 @@ def registrations_per_address_allowed(email_normalized: str, now: datetime) -> b
     requests racing for the last place may both pass, which is fine for
     stopping a mailbox from being flooded.
     """
-    from sqlalchemy import func, select
-
     from .extensions import db
-    from .registrations.models import Registration
 
     cap = current_app.config.get("REGISTRATIONS_PER_ADDRESS_PER_HOUR", DEFAULTS["REGISTRATIONS_PER_ADDRESS_PER_HOUR"])
     if not cap:
         return True
-    recent = db.session.scalar(
-        select(func.count()).select_from(Registration).where(
-            Registration.email_normalized == email_normalized,
-            Registration.registered_at > now - timedelta(hours=1)))
+    recent = db.session.scalar(_recent_registrations_of_address(),
+                               {"email": email_normalized, "since": now - timedelta(hours=1)})
     return recent < cap
+
+
+@cache
+def _recent_registrations_of_address():
+    """Built once, on first use (the models import this module)."""
+    from sqlalchemy import bindparam, func, select
+
+    from .registrations.models import Registration
+
+    return select(func.count()).select_from(Registration).where(
+        Registration.email_normalized == bindparam("email"), Registration.registered_at > bindparam("since"))
 
 
 def honeypot_tripped(form) -> bool:

@@ -1,7 +1,7 @@
 """Reading events for the public pages."""
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
@@ -11,18 +11,53 @@ from .models import Event
 
 def list_upcoming(*, now: datetime | None = None, audience: str | None = None, region: str | None = None):
     """Published and cancelled events that have not ended, soonest first."""
-    now = now or utcnow()
-    query = select(Event).where(Event.status.in_(("published", "cancelled")), Event.ends_at > now)
+    query = _upcoming(select(Event), now=now or utcnow(), audience=audience, region=region)
+    # The list shows each event's latest change: load them all in one more query, not one per event.
+    return db.session.scalars(query.options(selectinload(Event.changes))).all()
+
+
+def upcoming_version(*, now: datetime | None = None, audience: str | None = None,
+                     region: str | None = None) -> tuple:
+    """Every column of every event list_upcoming() would return, as plain rows.
+
+    Cheap to read (no ORM objects) and different whenever anything the list or
+    the feed shows is different; a change to an event always bumps its
+    sequence, so the history is covered too.
+    """
+    query = _upcoming(select(*Event.__table__.columns), now=now or utcnow(), audience=audience, region=region)
+    return tuple(tuple(row) for row in db.session.execute(query))
+
+
+# Columns a public event page does not show as they are: the seat count changes with
+# every registration, so the page cache fills the number of seats left in per request.
+_FILLED_IN_PER_REQUEST = frozenset({"confirmed_count", "updated_at"})
+
+
+def event_page_version(event: Event, locale) -> tuple:
+    """What the event's public page is made of, but for the number of seats left:
+    every other column, whether it is full, and which plural form the count takes."""
+    columns = tuple(getattr(event, column.key) for column in inspect(Event).column_attrs
+                    if column.key not in _FILLED_IN_PER_REQUEST)
+    places = event.places_left
+    return columns, event.is_full, None if places is None else locale.plural_form(places)
+
+
+def _upcoming(query, *, now, audience, region):
+    query = query.where(Event.status.in_(("published", "cancelled")), Event.ends_at > now)
     if audience:
         query = query.where(Event.audience.ilike(f"%{audience}%"))
     if region:
         query = query.where(Event.region == region)
-    # The list shows each event's latest change: load them all in one more query, not one per event.
-    return db.session.scalars(query.options(selectinload(Event.changes)).order_by(Event.starts_at, Event.id)).all()
+    return query.order_by(Event.starts_at, Event.id)
+
+
+# Built once, with its parameter bound per call: on the hot paths (every public page and
+# form post) building a statement anew costs more Python time than running it.
+_PUBLIC_EVENT_BY_SLUG = select(Event).where(Event.slug == bindparam("slug"), Event.status != "draft")
 
 
 def get_public_event(slug: str) -> Event | None:
     """An event the public may see: anything but a draft."""
     if not slug or len(slug) > 120:
         return None
-    return db.session.scalar(select(Event).where(Event.slug == slug, Event.status != "draft"))
+    return db.session.scalar(_PUBLIC_EVENT_BY_SLUG, {"slug": slug})

@@ -6,8 +6,9 @@ from ..outbox.mail import calendar_event
 from ..security import honeypot_tripped
 
 from ..errors import ServiceError
+from ..page_cache import cached_page
 from ..registrations.forms import RegistrationForm
-from ..registrations.services import register, registration_refusal
+from ..registrations.services import register_by_slug, registration_refusal
 from ..types import utcnow
 from . import services
 
@@ -23,9 +24,10 @@ def _event_or_404(slug):
 
 @bp.get("/")
 def upcoming():
-    audience = (request.args.get("voor") or "").strip()[:100]
-    events = services.list_upcoming(audience=audience or None)
-    return render_template("events/upcoming.html", events=events, audience=audience)
+    audience = (request.args.get("voor") or "").strip()[:100] or None
+    now = utcnow()
+    return cached_page(services.upcoming_version(now=now, audience=audience), lambda _holes: render_template(
+        "events/upcoming.html", events=services.list_upcoming(now=now, audience=audience), audience=audience or ""))
 
 
 def calendar_links(event) -> dict:
@@ -52,13 +54,15 @@ def calendar(slug):
 @bp.get("/feed.ics")
 def feed():
     """Every published upcoming event, METHOD:PUBLISH; cancelled ones as STATUS:CANCELLED."""
-    from flask import current_app
-
-    events = [calendar_event(e) for e in services.list_upcoming()]
-    body = ical.build_feed(events, name=current_app.config["SITE_NAME"], dtstamp=utcnow())
+    now = utcnow()
+    body = cached_page(services.upcoming_version(now=now), lambda _holes: ical.build_feed(
+        [calendar_event(e) for e in services.list_upcoming(now=now)],
+        name=current_app.config["SITE_NAME"], dtstamp=now), forms=False)
     response = _calendar_response(body, "bijeenkomsten.ics")
     response.headers["Content-Disposition"] = 'inline; filename="bijeenkomsten.ics"'
-    return response
+    # Calendar apps poll the feed: the same body gets the same ETag and a 304 answers them.
+    response.add_etag()
+    return response.make_conditional(request)
 
 
 @bp.get("/privacy")
@@ -70,32 +74,46 @@ def privacy():
 
 @bp.route("/e/<slug>", methods=["GET", "POST"])
 def show(slug):
-    event = _event_or_404(slug)
-    form = RegistrationForm()
-    refusal = registration_refusal(event, utcnow())
     if request.method == "POST":
-        if refusal:
-            form.form_errors.append(str(refusal))
-        elif form.validate_on_submit():
-            if honeypot_tripped(form):
-                # A bot filled the field people never see: answer as if registered, write nothing.
-                current_app.logger.info("honeypot filled on the form of %s", event.slug)
-                session["registered"] = {"slug": event.slug, "email": form.email.data,
-                                         "status": "waitlisted" if event.is_full else "confirmed"}
-                return redirect(url_for("events.registered", slug=event.slug), 303)
-            try:
-                result = register(event, name=form.name.data, email=form.email.data,
-                                  organisation=form.organisation.data or "", role=form.role.data or "",
-                                  locale=str(get_locale()))
-            except ServiceError as error:
-                form.form_errors.append(str(error.message))
-            else:
-                session["registered"] = {"slug": event.slug, "status": result.shown_status,
-                                         "email": form.email.data}
-                return redirect(url_for("events.registered", slug=event.slug), 303)
-        return render_template("events/show.html", event=event, form=form, refusal=refusal,
-                               calendar=calendar_links(event)), 422
-    return render_template("events/show.html", event=event, form=form, refusal=refusal,
+        return _register_from_form(slug)
+    event = _event_or_404(slug)
+    refusal = registration_refusal(event, utcnow())
+    # The same page for every anonymous visitor: rendered again only when the event changed.
+    return cached_page((services.event_page_version(event, get_locale()), refusal and str(refusal)),
+                       lambda holes: _render_show(event, RegistrationForm(), refusal, holes),
+                       places_left=event.places_left)
+
+
+def _register_from_form(slug):
+    form = RegistrationForm()
+    if form.validate_on_submit() and not honeypot_tripped(form):
+        # The event is read inside the registration's own transaction: one read per form post.
+        try:
+            result = register_by_slug(slug, name=form.name.data, email=form.email.data,
+                                      organisation=form.organisation.data or "", role=form.role.data or "",
+                                      locale=str(get_locale()))
+        except ServiceError as error:
+            form.form_errors.append(str(error.message))
+        else:
+            if result is None:
+                abort(404)
+            session["registered"] = {"slug": slug, "status": result.shown_status, "email": form.email.data}
+            return redirect(url_for("events.registered", slug=slug), 303)
+    event = _event_or_404(slug)
+    refusal = registration_refusal(event, utcnow())
+    if honeypot_tripped(form) and not form.errors and not refusal:
+        # A bot filled the field people never see: answer as if registered, write nothing.
+        current_app.logger.info("honeypot filled on the form of %s", event.slug)
+        session["registered"] = {"slug": slug, "email": form.email.data,
+                                 "status": "waitlisted" if event.is_full else "confirmed"}
+        return redirect(url_for("events.registered", slug=slug), 303)
+    if refusal and not form.form_errors:
+        form.form_errors.append(str(refusal))
+    return _render_show(event, form, refusal, {"places_left": event.places_left}), 422
+
+
+def _render_show(event, form, refusal, holes) -> str:
+    return render_template("events/show.html", event=event, form=form, refusal=refusal, holes=holes,
                            calendar=calendar_links(event))
 
 

@@ -14,32 +14,47 @@ COLUMNS = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send
            "attempts", "message_id", "created_at"]
 
 
-def _insert_skipping_duplicates(select_or_values):
-    """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either backend; returns the rows written."""
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    if isinstance(select_or_values, dict):
-        statement = dialect.insert(Message).values(**select_or_values)
-    else:
-        statement = dialect.insert(Message).from_select(COLUMNS, select_or_values)
-    statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return db.session.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
+def _insert_skipping_duplicates(select_or_rows):
+    """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either backend; returns the rows written.
 
-
-def enqueue(kind: str, *, dedupe_key: str, registration=None, event=None,
-            send_after: datetime | None = None, payload: dict | None = None) -> bool:
-    """Queue one notice unless one with the same `dedupe_key` exists.
-
-    Returns whether a row was written. `INSERT … ON CONFLICT DO NOTHING` keeps
-    this safe when two requests race for the same key.
+    `select_or_rows` is a SELECT, or a list of rows. Rows go to the driver's
+    executemany with one constant statement, which SQLAlchemy compiles once
+    per process (a VALUES list built per call would be compiled every time).
     """
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(Message.__table__)
+    if isinstance(select_or_rows, list):
+        parameters = select_or_rows
+    else:
+        statement, parameters = statement.from_select(COLUMNS, select_or_rows), None
+    statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return db.session.execute(statement, parameters, execution_options={"preserve_rowcount": True}).rowcount
+
+
+def notice(kind: str, *, dedupe_key: str, registration=None, event=None,
+           send_after: datetime | None = None, payload: dict | None = None) -> dict:
+    """The outbox row for one notice, for enqueue_all()."""
     event_id = event.id if event is not None else (registration.event_id if registration else None)
-    values = dict(
+    return dict(
         kind=kind, dedupe_key=dedupe_key, payload=payload or {},
         registration_id=registration.id if registration is not None else None,
         event_id=event_id, send_after=send_after or utcnow(), status="pending",
         attempts=0, message_id=Message.message_id.default.arg(None), created_at=utcnow(),
     )
-    return _insert_skipping_duplicates(values) == 1
+
+
+def enqueue_all(notices: list[dict]) -> int:
+    """Queue these notices in one statement, each unless one with its `dedupe_key` exists.
+
+    Returns how many rows were written. `INSERT … ON CONFLICT DO NOTHING` keeps
+    this safe when two requests race for the same key.
+    """
+    return _insert_skipping_duplicates(notices) if notices else 0
+
+
+def enqueue(kind: str, **fields) -> bool:
+    """Queue one notice (see notice()); returns whether a row was written."""
+    return enqueue_all([notice(kind, **fields)]) == 1
 
 
 def enqueue_for_registrants(event, kind: str, payload: dict, now: datetime, *,

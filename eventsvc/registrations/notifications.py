@@ -6,8 +6,8 @@ queued twice for one state, however often the code path runs.
 """
 from datetime import datetime
 
-from ..outbox.services import enqueue, supersede_pending
-from .reminders import queue_reminders
+from ..outbox.services import enqueue, enqueue_all, notice, supersede_pending
+from .reminders import reminders_for
 
 # Kinds that describe a state of the registration that a later state replaces.
 _STATE_KINDS = ("confirmation", "waitlisted", "promoted", "already_registered", "rescheduled",
@@ -20,9 +20,9 @@ def _incarnation(registration) -> str:
 
 
 def notify_confirmed(registration, *, now: datetime) -> None:
-    enqueue("confirmation", registration=registration,
-            dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}")
-    queue_reminders(registration, now=now)
+    enqueue_all([notice("confirmation", registration=registration,
+                        dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}"),
+                 *reminders_for(registration, now=now)])
 
 
 def notify_waitlisted(registration, *, now: datetime) -> None:
@@ -32,9 +32,9 @@ def notify_waitlisted(registration, *, now: datetime) -> None:
 
 def notify_promoted(registration, *, now: datetime) -> None:
     supersede_pending(event_id=registration.event_id, kinds=("waitlisted",), registration_id=registration.id)
-    enqueue("promoted", registration=registration,
-            dedupe_key=f"promoted:{registration.id}:{_incarnation(registration)}")
-    queue_reminders(registration, now=now)
+    enqueue_all([notice("promoted", registration=registration,
+                        dedupe_key=f"promoted:{registration.id}:{_incarnation(registration)}"),
+                 *reminders_for(registration, now=now)])
 
 
 def notify_already_registered(registration, *, now: datetime) -> None:

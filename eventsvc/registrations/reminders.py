@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from ..outbox.services import enqueue, enqueue_for_registrants
+from ..outbox.services import enqueue_for_registrants, notice
 
 
 def _moments(event, now: datetime):
@@ -20,14 +20,15 @@ def _moments(event, now: datetime):
     return moments
 
 
-def queue_reminders(registration, *, now: datetime) -> None:
-    """For one newly confirmed registrant. Someone who registers after the reminder's
-    time gets no reminder: the confirmation already carries the join link."""
+def reminders_for(registration, *, now: datetime) -> list[dict]:
+    """The reminders for one newly confirmed registrant, to queue with their other notices.
+    Someone who registers after the reminder's time gets no reminder: the confirmation
+    already carries the join link."""
     event = registration.event
-    for kind, send_after in _moments(event, now):
-        enqueue(kind, registration=registration, send_after=send_after,
-                payload={"starts_at": event.starts_at.isoformat()},
-                dedupe_key=f"{kind}:{registration.id}:{event.starts_at:%Y%m%dT%H%M%S}")
+    return [notice(kind, registration=registration, send_after=send_after,
+                   payload={"starts_at": event.starts_at.isoformat()},
+                   dedupe_key=f"{kind}:{registration.id}:{event.starts_at:%Y%m%dT%H%M%S}")
+            for kind, send_after in _moments(event, now)]
 
 
 def queue_reminders_for_event(event, *, now: datetime) -> int:

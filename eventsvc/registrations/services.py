@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..errors import ServiceError
 from ..events.models import Event
@@ -58,17 +58,36 @@ def registration_refusal(event: Event, now: datetime):
 def register(event: Event, *, name: str, email: str, organisation: str = "", role: str = "",
              locale: str = "nl", now: datetime | None = None) -> RegistrationResult:
     """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
+    return _counted(lambda now: _register(event, name=name, email=email, organisation=organisation,
+                                          role=role, locale=locale, now=now), now)
+
+
+def register_by_slug(slug: str, *, name: str, email: str, organisation: str = "", role: str = "",
+                     locale: str = "nl", now: datetime | None = None) -> RegistrationResult | None:
+    """register() for the public form: the event is read once, inside the write transaction.
+    None when no public event has this slug."""
+    from ..events.services import get_public_event
+
+    def work(now):
+        event = get_public_event(slug)
+        return event and _register(event, name=name, email=email, organisation=organisation,
+                                   role=role, locale=locale, now=now)
+    return _counted(work, now)
+
+
+def _counted(work, now: datetime | None) -> RegistrationResult | None:
     now = now or utcnow()
     # A unique-constraint clash means the same address registered at the same
     # moment; the retry then sees that row and treats this as a repeat.
     try:
-        result = unit_of_work(lambda: _register(event, name=name, email=email, organisation=organisation,
-                                                role=role, locale=locale, now=now), retry_integrity=True)
+        result = unit_of_work(lambda: work(now), retry_integrity=True)
     except ServiceError:
         count_registration("refused")
         raise
-    # Counted after the commit, so a retried transaction is counted once.
-    count_registration("already_registered" if result.repeat else result.registration.status)
+    if result is not None:
+        # Counted after the commit, so a retried transaction is counted once. (shown_status, not
+        # registration.status: the commit expired the row, and reading it would cost a query.)
+        count_registration("already_registered" if result.repeat else result.shown_status)
     return result
 
 
@@ -77,9 +96,7 @@ def _register(event, *, name, email, organisation, role, locale, now):
     if refusal:
         raise ServiceError(refusal)
     key = normalize_email(email)
-    existing = db.session.scalar(
-        select(Registration).where(Registration.event_id == event.id, Registration.email_normalized == key)
-    )
+    existing = db.session.scalar(_REGISTRATION_BY_ADDRESS, {"event_id": event.id, "email": key})
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
         db.session.refresh(event)
@@ -93,8 +110,7 @@ def _register(event, *, name, email, organisation, role, locale, now):
     registration.registered_at, registration.consent_at, registration.cancelled_at = now, now, None
     registration.reschedule_response = registration.reschedule_response_at = None
     registration.event = event
-    # A newcomer never jumps the queue: seats go to the waiting list first.
-    if not _has_waitlist(event) and _take_seat(event):
+    if _take_seat(event, newcomer=True):
         registration.status, registration.waitlisted_at = "confirmed", None
         db.session.add(registration)
         db.session.flush()
@@ -109,16 +125,28 @@ def _register(event, *, name, email, organisation, role, locale, now):
     return RegistrationResult(registration, registration.status)
 
 
-def _take_seat(event: Event) -> bool:
-    """Take one seat with a single conditional write; False when the event is full."""
-    taken = db.session.execute(
-        update(Event)
-        .where(Event.id == event.id)
-        .where((Event.capacity.is_(None)) | (Event.confirmed_count < Event.capacity))
-        .values(confirmed_count=Event.confirmed_count + 1)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
-    return taken
+# Built once (see events.services): every form post runs these.
+_REGISTRATION_BY_ADDRESS = select(Registration).where(
+    Registration.event_id == bindparam("event_id"), Registration.email_normalized == bindparam("email"))
+_TAKE_SEAT = (
+    update(Event)
+    .where(Event.id == bindparam("seat_event_id"))
+    .where((Event.capacity.is_(None)) | (Event.confirmed_count < Event.capacity))
+    .values(confirmed_count=Event.confirmed_count + 1)
+    .execution_options(synchronize_session=False)
+)
+_TAKE_SEAT_UNLESS_WAITING = _TAKE_SEAT.where(~select(Registration.id).where(
+    Registration.event_id == bindparam("seat_event_id"), Registration.status == "waitlisted").exists())
+
+
+def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
+    """Take one seat with a single conditional write; False when the event is full.
+
+    A `newcomer` never jumps the queue: while anyone is on the waiting list,
+    free seats are theirs, so the write takes nothing.
+    """
+    statement = _TAKE_SEAT_UNLESS_WAITING if newcomer else _TAKE_SEAT
+    return db.session.execute(statement, {"seat_event_id": event.id}).rowcount == 1
 
 
 def _release_seat(event: Event) -> None:
@@ -127,12 +155,6 @@ def _release_seat(event: Event) -> None:
         .values(confirmed_count=Event.confirmed_count - 1)
         .execution_options(synchronize_session=False)
     )
-
-
-def _has_waitlist(event: Event) -> bool:
-    return db.session.scalar(
-        select(Registration.id).where(Registration.event_id == event.id, Registration.status == "waitlisted").limit(1)
-    ) is not None
 
 
 def _lock_event(event: Event) -> None:

@@ -49,11 +49,14 @@ def deactivate_webhook(hook: Webhook) -> None:
     unit_of_work(lambda: db.session.execute(update(Webhook).where(Webhook.id == hook.id).values(is_active=False)))
 
 
+_ACTIVE_WEBHOOKS = select(Webhook).where(Webhook.is_active.is_(True))  # built once: every registration asks
+
+
 def emit(event_type: str, *, event, subject: str, data: dict, now: datetime | None = None) -> int:
     """Queue `event_type` for every active webhook that wants it (caller's transaction)."""
     now = now or utcnow()
     queued = 0
-    for hook in db.session.scalars(select(Webhook).where(Webhook.is_active.is_(True))):
+    for hook in db.session.scalars(_ACTIVE_WEBHOOKS):
         if not hook.wants(event_type):
             continue
         body = {"type": event_type, "created_at": now.isoformat(), "data": data}

@@ -1,0 +1,102 @@
+"""Rendered public pages, kept per process and checked against the data on every request.
+
+A public page is the same for every anonymous visitor who asks for the same
+URL in the same language, except for the CSRF token in its forms and the few
+values the caller names as holes (the number of seats left, which changes
+with every registration). So the page is rendered once with markers in those
+places, and every visitor gets the stored page with their token and the
+current values put in. Nothing is ever served stale: the caller passes a
+`version` read from the database on this request (the event's row, or the
+rows of the list), and a page rendered from other data is not used.
+
+Only anonymous GETs with no flashed message waiting are served from here;
+anything personal (a logged-in organiser, a form with errors, a flash) is
+rendered as before.
+"""
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from threading import Lock
+
+from flask import current_app, request, session
+from markupsafe import Markup, escape
+from flask_babel import get_locale
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+
+EXTENSION_KEY = "eventsvc.page_cache"
+# NUL is not valid anywhere in HTML, so a marker can never occur in a rendered page by chance.
+_TOKEN_HOLE = "\x00csrf\x00"
+
+
+def _hole(name: str) -> Markup:
+    return Markup(f"\x00{name}\x00")
+
+
+class PageCache:
+    """A small LRU of rendered pages; safe for gunicorn's threaded workers."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._pages: OrderedDict[Hashable, str] = OrderedDict()
+        self._lock = Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> str | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is None:
+                self.misses += 1
+                return None
+            self._pages.move_to_end(key)
+            self.hits += 1
+            return page
+
+    def put(self, key: Hashable, page: str) -> None:
+        with self._lock:
+            self._pages[key] = page
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+def init_page_cache(app) -> None:
+    app.extensions[EXTENSION_KEY] = PageCache(app.config["PAGE_CACHE_SIZE"])
+
+
+def page_cache() -> PageCache:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, forms: bool = True,
+                **holes) -> str | bytes:
+    """`render(values)`'s HTML for this request, from the cache when nothing it shows has changed.
+
+    `holes` are this request's values for the places the template fills from
+    `values` (name → value); the template must show them as they are, as text.
+    `version` must change whenever anything else the page shows changes, apart
+    from the URL, the language and the CSRF token, which are part of the key here.
+    `forms=False` for a page without forms (a calendar feed): no CSRF token, so
+    no session cookie either.
+    """
+    if not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
+        return render(holes)
+    key = (request.endpoint, request.full_path, str(get_locale()), version)
+    token = generate_csrf() if forms else None  # the same token render() puts in its forms (kept on `g`)
+    cache = page_cache()
+    page = cache.get(key)
+    if page is None:
+        page = render({name: _hole(name) for name in holes})
+        cache.put(key, page.replace(token, _TOKEN_HOLE) if token else page)
+    # A fresh render has this request's token already, a stored one the marker; both have the holes.
+    for name, value in holes.items():
+        page = page.replace(_hole(name), escape(value))
+    return page.replace(_TOKEN_HOLE, token) if token else page
+
+
+def _shareable_request() -> bool:
+    return (request.method == "GET" and "_flashes" not in session
+            and not current_user.is_authenticated)

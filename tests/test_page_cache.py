@@ -1,0 +1,160 @@
+"""Public pages are rendered once and served from the page cache, never stale and never shared
+where they are personal: each visitor gets their own CSRF token, and every change shows at once."""
+import contextvars
+import re
+from datetime import timedelta
+
+import pytest
+from flask.testing import FlaskClient
+
+from eventsvc.auth.services import create_organiser
+from eventsvc.events.management import reschedule_event
+from eventsvc.extensions import db
+from eventsvc.page_cache import page_cache
+
+from .test_registration import post_form, registrations
+
+PASSWORD = "correct horse battery"
+
+
+class ServerLikeClient(FlaskClient):
+    """Each request in a context of its own, as under a real server. (The app fixture keeps
+    one app context pushed, and requests would share its `g`, where the CSRF token and
+    the logged-in user are kept for the request.)"""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def server_like_clients(app):
+    app.test_client_class = ServerLikeClient
+
+
+def token_on(page: str) -> str:
+    return re.search(r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def served_from_cache(action):
+    """How many requests `action` answered from the cache."""
+    before = page_cache().hits
+    action()
+    return page_cache().hits - before
+
+
+def test_each_visitor_gets_their_own_token_from_the_cached_page(app, make_event):
+    event = make_event()
+    first, second = app.test_client(), app.test_client()
+    page_one = first.get(f"/e/{event.slug}").get_data(as_text=True)
+    hits = served_from_cache(lambda: second.get(f"/e/{event.slug}"))
+    page_two = second.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert hits == 1
+    assert token_on(page_one) != token_on(page_two)
+    assert "\x00" not in page_two
+    # Both tokens work, each with its own session: neither visitor was given the other's form.
+    assert post_form(first, event, csrf_token=token_on(page_one), email="een@example.org").status_code == 303
+    assert post_form(second, event, csrf_token=token_on(page_two), email="twee@example.org").status_code == 303
+    db.session.rollback()  # end this test's read snapshot: the requests wrote in sessions of their own
+    assert [r.email for r in registrations()] == ["een@example.org", "twee@example.org"]
+
+
+def test_a_token_from_another_session_is_still_refused(app, make_event):
+    event = make_event()
+    stranger = token_on(app.test_client().get(f"/e/{event.slug}").get_data(as_text=True))
+    visitor = app.test_client()
+    visitor.get(f"/e/{event.slug}")
+    response = post_form(visitor, event, csrf_token=stranger)
+    db.session.rollback()
+    assert response.status_code == 400 and registrations() == []
+
+
+def test_seats_left_count_down_with_every_registration_while_the_page_stays_cached(client, make_event,
+                                                                                register):
+    event = make_event(capacity=3)
+    assert "Nog 3 plaatsen vrij" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    register(event)
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "Nog 2 plaatsen vrij" in page and "Nog 3" not in page
+    assert served_from_cache(lambda: client.get(f"/e/{event.slug}")) == 1
+    register(event)
+    assert "Nog 1 plaats vrij" in client.get(f"/e/{event.slug}").get_data(as_text=True)  # the singular
+    register(event)
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "Vol; u kunt zich aanmelden voor de wachtlijst" in page and "Aanmelden voor de wachtlijst" in page
+
+
+def test_a_reschedule_shows_at_once(client, make_event, now):
+    event = make_event(title="Samen onderwijs versnellen", starts_at=now + timedelta(days=10))
+    assert "Verplaatst" not in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    reschedule_event(event, starts_at=event.starts_at + timedelta(days=8),
+                     ends_at=event.ends_at + timedelta(days=8), reason="een webinar van het ministerie")
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "Verplaatst" in page and "een webinar van het ministerie" in page
+
+
+def test_closing_registration_shows_at_once(client, make_event, now):
+    event = make_event()
+    assert "<form method=\"post\" action=\"/e/" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    event.registration_closes_at = now - timedelta(minutes=1)
+    db.session.commit()
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "De aanmelding voor deze bijeenkomst is gesloten." in page
+    assert "<form method=\"post\" action=\"/e/" not in page
+
+
+def test_languages_are_cached_apart(client, make_event):
+    event = make_event()
+    assert "Aanmelden" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    english = client.get(f"/e/{event.slug}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert 'lang="en"' in english and "Register" in english
+    assert 'lang="nl"' in client.get(f"/e/{event.slug}").get_data(as_text=True)
+
+
+def test_an_organiser_and_a_visitor_with_a_message_get_their_own_page(app, client, make_event):
+    event = make_event()
+    client.get(f"/e/{event.slug}")  # cached for anonymous visitors
+    with client.session_transaction() as session:
+        session["_flashes"] = [("success", "Uw taal is gewijzigd.")]
+    assert served_from_cache(lambda: client.get(f"/e/{event.slug}")) == 0
+    create_organiser("mieke@example.org", "Mieke van den Berg", PASSWORD)
+    organiser = app.test_client()
+    token = token_on(organiser.get("/inloggen").get_data(as_text=True))
+    organiser.post("/inloggen", data={"email": "mieke@example.org", "password": PASSWORD, "csrf_token": token})
+    hits = served_from_cache(lambda: organiser.get(f"/e/{event.slug}"))
+    page = organiser.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert hits == 0 and "Inloggen voor organisatoren" not in page
+
+
+def test_upcoming_list_and_feed_follow_the_data(client, make_event, register):
+    event = make_event(title="Eerste", capacity=5)
+    assert "Nog 5 plaatsen vrij" in client.get("/").get_data(as_text=True)
+    assert served_from_cache(lambda: client.get("/")) == 1
+    register(event)
+    assert "Nog 4 plaatsen vrij" in client.get("/").get_data(as_text=True)
+    make_event(title="Tweede")
+    page = client.get("/").get_data(as_text=True)
+    assert "Eerste" in page and "Tweede" in page
+    assert "Tweede" in client.get("/feed.ics").get_data(as_text=True)
+
+
+def test_the_cache_keeps_only_as_many_pages_as_configured(app, client, make_event):
+    app.config["PAGE_CACHE_SIZE"] = 2
+    page_cache().size = 2
+    events = [make_event() for _ in range(3)]
+    for event in events:
+        client.get(f"/e/{event.slug}")
+    assert len(page_cache()._pages) == 2
+    assert served_from_cache(lambda: client.get(f"/e/{events[0].slug}")) == 0  # the oldest went first
+
+
+def test_the_feed_answers_a_calendar_app_that_polls_with_304_until_something_changes(client, make_event,
+                                                                                    register):
+    event = make_event(title="Eerste")
+    first = client.get("/feed.ics")
+    assert first.status_code == 200 and first.headers["ETag"] and "Set-Cookie" not in first.headers
+    again = client.get("/feed.ics", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b""
+    reschedule_event(event, starts_at=event.starts_at + timedelta(days=1),
+                     ends_at=event.ends_at + timedelta(days=1), reason="ziekte")
+    changed = client.get("/feed.ics", headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and b"SEQUENCE:1" in changed.data
