@@ -267,7 +267,7 @@ def run_fanout(bench) -> dict:
     for backend in a.backends:
         runs += [(backend, a.fanout_n, w, a.fanout_timeout) for w in plan.get(backend, [])]
         if a.fanout_large and backend == "postgresql" and plan.get(backend):
-            runs.append((backend, a.fanout_large_n, max(plan[backend]), max(a.fanout_timeout, 1200)))
+            runs.append((backend, a.fanout_large_n, max(plan[backend]), a.fanout_large_timeout))
     if a.profile_worker:
         runs = [(backend, a.fanout_n, 1, a.fanout_timeout) for backend in a.backends if plan.get(backend)]
     if not runs:
