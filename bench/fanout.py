@@ -161,7 +161,7 @@ def delivery_run(bench, backend: str, db_url: str, env: dict, *, n: int, workers
             if count != last_count:
                 last_count, last_change = count, time.monotonic()
             if not any(p.alive() for p in procs):
-                row["note"] = "every worker exited: " + procs[0].log_tail(10)
+                row["note"] = "every worker exited: " + procs[0].tail(10)
                 break
             if time.monotonic() - last_change > 60:
                 row["note"] = f"no progress for 60 s at {count}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from signal import SIGTERM  # a default below, where the method `signal` hides the module
 import socket
 import subprocess
 import sys
@@ -37,6 +38,10 @@ def port_open(port: int) -> bool:
 
 
 class Proc:
+    """A started process, known by its PID, with its output in `log` (None: discarded).
+
+    The tests' process helpers (tests/processes.py) use this class too."""
+
     def __init__(self, name: str, popen: subprocess.Popen, log: Path | None):
         self.name, self.popen, self.log = name, popen, log
 
@@ -47,37 +52,45 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log is None or not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log is not None and self.log.exists() else ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no last words (a crash, a power cut)."""
+        self.signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
 
     def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
         """Readiness: poll the port until it accepts a connection (bounded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
             if port_open(port):
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.tail()}")
 
-    def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    def stop(self, grace: float = 10.0, sig: int = SIGTERM) -> int | None:
         """Stop by PID: `sig`, wait up to `grace`, then SIGKILL."""
         if self.alive():
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+            self.signal(sig)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.popen.wait(5)
+                self.kill()
         return self.popen.returncode
 
 

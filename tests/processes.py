@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,28 +25,16 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+# A started process (by PID, with its log), and free ports on 127.0.0.1: shared with the benchmark.
+from bench.procs import HOST, ROOT, free_port, port_open
+from bench.procs import Proc as Process
+
 # One key for every process of a test, so a CSRF token or a session cookie
 # issued by one server is valid on another (as behind a load balancer).
 SECRET_KEY = "eventsvc-test-processes-" + "k" * 40  # 64 characters
 CSRF_PATTERNS = (re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"'),
                  re.compile(r'name="csrf_token" value="([^"]+)"'),
                  re.compile(r'value="([^"]+)" name="csrf_token"'))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def service_env(database_url: str, *, mail_port: int = 1, instance_dir: str | os.PathLike | None = None,
@@ -78,51 +65,6 @@ def service_env(database_url: str, *, mail_port: int = 1, instance_dir: str | os
 
 def flask_command(*args) -> list[str]:
     return [sys.executable, "-m", "flask", "--app", "wsgi", *args]
-
-
-class Process:
-    """A started process, known by its PID, with its output in `log`."""
-
-    def __init__(self, name: str, popen: subprocess.Popen, log: Path):
-        self.name, self.popen, self.log = name, popen, log
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def signal(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, no last words (a crash, a power cut)."""
-        self.signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM to the PID, wait up to `grace`, then SIGKILL to the PID."""
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(10)
-        return self.popen.returncode
-
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout)
 
 
 class WebServer(Process):
