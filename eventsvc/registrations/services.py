@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, select, update
 
 from ..errors import ServiceError
 from ..events.models import Event
+from ..events.services import get_public_event
 from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
@@ -66,8 +67,6 @@ def register_by_slug(slug: str, *, name: str, email: str, organisation: str = ""
                      locale: str = "nl", now: datetime | None = None) -> RegistrationResult | None:
     """register() for the public form: the event is read once, inside the write transaction.
     None when no public event has this slug."""
-    from ..events.services import get_public_event
-
     def work(now):
         event = get_public_event(slug)
         return event and _register(event, name=name, email=email, organisation=organisation,
