@@ -19,6 +19,9 @@ def create_app(config=None):
     app.config.from_object(config_for(overrides.get("EVENTSVC_ENV")))
     app.config.update(overrides)
     Path(app.config["INSTANCE_DIR"]).mkdir(parents=True, exist_ok=True)
+    from .sessions import SessionInterface
+
+    app.session_interface = SessionInterface()
 
     from .observability import init_observability
 

@@ -66,6 +66,9 @@ def redact(text: str) -> str:
     """Remove personal tokens (/r/<token>) and e-mail addresses from a log text."""
     if not text:
         return text
+    # Most texts hold neither pattern's anchor: skip the regular expressions (one scan each).
+    if "/r/" not in text and "@" not in text and "%40" not in text:
+        return text
     return _EMAIL.sub("<email>", _PERSONAL_PATH.sub(r"\1<redacted>", text))
 
 
@@ -319,6 +322,20 @@ def request_id() -> str:
     return environ[_ENVIRON_ID]
 
 
+_REQUEST_METRICS: dict[tuple[str, str, str], tuple] = {}
+
+
+def _request_metrics(method: str, endpoint: str, status: str) -> tuple:
+    """The counter and histogram children of one label set, looked up once per process.
+    (Bounded: methods and endpoints are fixed sets, status codes are few.)"""
+    key = (method, endpoint, status)
+    children = _REQUEST_METRICS.get(key)
+    if children is None:
+        children = _REQUEST_METRICS[key] = (HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=status),
+                                            HTTP_LATENCY.labels(method=method, endpoint=endpoint, status=status))
+    return children
+
+
 def _start_request():
     request.environ[_ENVIRON_STARTED] = time.perf_counter()
     request_id()
@@ -332,8 +349,9 @@ def _finish_request(response):
     endpoint = request.url_rule.endpoint if request.url_rule is not None else "unmatched"
     method = request.method if request.method in _METHODS else "other"
     status = str(response.status_code)
-    HTTP_REQUESTS.labels(method=method, endpoint=endpoint, status=status).inc()
-    HTTP_LATENCY.labels(method=method, endpoint=endpoint, status=status).observe(duration)
+    counter, latency = _request_metrics(method, endpoint, status)
+    counter.inc()
+    latency.observe(duration)
     path = loggable_path(request.path)
     duration_ms = round(duration * 1000, 1)
     request_log.log(

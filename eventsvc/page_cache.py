@@ -20,6 +20,7 @@ from threading import Lock
 from flask import current_app, request, session
 from flask_babel import get_locale
 from flask_login import current_user
+from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 
@@ -60,6 +61,16 @@ class PageCache:
                 self._pages.popitem(last=False)
 
 
+class _Uncacheable(str):
+    pass
+
+
+def uncacheable(page: str) -> str:
+    """Mark what a `render` callback returns as right for this request but not for the
+    version it was asked to render (the data changed in between): served, never stored."""
+    return _Uncacheable(page)
+
+
 def init_page_cache(app) -> None:
     app.extensions[EXTENSION_KEY] = PageCache(app.config["PAGE_CACHE_SIZE"])
 
@@ -75,7 +86,8 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     `holes` are this request's values for the places the template fills from
     `values` (name → value); the template must show them as they are, as text.
     `version` must change whenever anything else the page shows changes, apart
-    from the URL, the language and the CSRF token, which are part of the key here.
+    from the URL, the language and the CSRF token, which are part of the key here;
+    a `render` that finds other data than `version` describes returns uncacheable(page).
     `forms=False` for a page without forms (a calendar feed): no CSRF token, so
     no session cookie either.
     """
@@ -87,7 +99,8 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     page = cache.get(key)
     if page is None:
         page = render({name: _hole(name) for name in holes})
-        cache.put(key, page.replace(token, _TOKEN_HOLE) if token else page)
+        if not isinstance(page, _Uncacheable):
+            cache.put(key, page.replace(token, _TOKEN_HOLE) if token else page)
     # A fresh render has this request's token already, a stored one the marker; both have the holes.
     for name, value in holes.items():
         page = page.replace(_hole(name), escape(value))
@@ -95,5 +108,16 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
 
 
 def _shareable_request() -> bool:
-    return (request.method == "GET" and "_flashes" not in session
-            and not current_user.is_authenticated)
+    return request.method == "GET" and "_flashes" not in session and not _maybe_logged_in()
+
+
+def _maybe_logged_in() -> bool:
+    # Flask-Login keeps the organiser's id in the session, or restores it from its
+    # remember cookie: without either nobody is logged in, and nothing needs loading.
+    if "_user_id" not in session and _remember_cookie() not in request.cookies:
+        return False
+    return current_user.is_authenticated
+
+
+def _remember_cookie() -> str:
+    return current_app.config.get("REMEMBER_COOKIE_NAME", REMEMBER_COOKIE)

@@ -47,7 +47,7 @@ EXTENSION_KEY = "eventsvc_security"
 
 # endpoint → the config key holding its limit ("10 per minute; 100 per hour").
 RATE_LIMITED_ENDPOINTS = {
-    "events.show": "REGISTRATION_RATE_LIMIT",  # POST /e/<slug>: the public registration form
+    "events.register": "REGISTRATION_RATE_LIMIT",  # POST /e/<slug>: the public registration form
     "auth.login": "LOGIN_RATE_LIMIT",  # POST of the organiser login
     "api_public.create_registration": "REGISTRATION_RATE_LIMIT",  # POST /api/v1/events/<slug>/registrations
 }
@@ -113,6 +113,7 @@ def init_security(app: Flask) -> SecurityState:
     # Every limit here is on a POST, so other requests skip the limiter's lookups entirely
     # (it otherwise resolves limits for every request, a fifth of what a page view costs).
     limiter.request_filter(_not_a_post)
+    _check_limits_on_posts_only(app, limiter)
     state = SecurityState(limiter=limiter)
     app.extensions[EXTENSION_KEY] = state
     app.after_request(_security_headers)
@@ -126,6 +127,22 @@ def init_security(app: Flask) -> SecurityState:
 
 def _not_a_post() -> bool:
     return request.method != "POST"
+
+
+def _check_limits_on_posts_only(app: Flask, limiter: Limiter) -> None:
+    """The limiter's own before_request hook, run for POSTs alone: the request filter
+    above makes it pass every other request, but only after it resolved their limits."""
+    hooks = app.before_request_funcs.setdefault(None, [])
+    check = limiter._check_request_limit
+    if check not in hooks:  # a Flask-Limiter that stopped installing the hook: nothing to narrow
+        return
+
+    def check_posts():
+        if request.method == "POST":
+            return check()
+        return None
+
+    hooks[hooks.index(check)] = check_posts
 
 
 def apply_rate_limits(app: Flask) -> set[str]:
@@ -149,24 +166,38 @@ def _config_value(key):
     return lambda: current_app.config[key]
 
 
+@cache
 def content_security_policy(blueprint: str | None = None) -> str:
     directives = dict(CONTENT_SECURITY_POLICY)
     directives.update(BLUEPRINT_CSP_OVERRIDES.get(blueprint or "", {}))
     return "; ".join(f"{name} {value}" for name, value in directives.items())
 
 
+@cache
+def _default_security_headers(blueprint: str | None, hsts: str | None) -> tuple[tuple[str, str, str], ...]:
+    """(lower-case name, name, value) of every header the responses of `blueprint` get."""
+    headers = [
+        ("Content-Security-Policy", content_security_policy(blueprint)),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+        ("Permissions-Policy", PERMISSIONS_POLICY),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if hsts:
+        headers.append(("Strict-Transport-Security", hsts))
+    return tuple((name.lower(), name, value) for name, value in headers)
+
+
 def _security_headers(response):
-    # setdefault: a view or blueprint that sets its own (stricter) value keeps
+    # Only where missing: a view or blueprint that sets its own (stricter) value keeps
     # it, e.g. `Referrer-Policy: no-referrer` on the personal pages under /r/.
+    config = current_app.config
+    hsts = config["STRICT_TRANSPORT_SECURITY"] if config.get("EVENTSVC_ENV") == "production" else None
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", content_security_policy(request.blueprint))
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if current_app.config.get("EVENTSVC_ENV") == "production":
-        headers.setdefault("Strict-Transport-Security", current_app.config["STRICT_TRANSPORT_SECURITY"])
+    present = {name.lower() for name in headers.keys()}
+    headers.extend([(name, value) for key, name, value in _default_security_headers(request.blueprint, hsts)
+                    if key not in present])
     return response
 
 

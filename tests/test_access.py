@@ -34,7 +34,8 @@ ORGANISER = "organiser@example.org"
 PUBLIC_ENDPOINTS = {
     "static": "style sheet and icon",
     "events.upcoming": "the list of upcoming events",
-    "events.show": "the event page and its registration form (CSRF-protected)",
+    "events.show": "the event page and its registration form",
+    "events.register": "posting the registration form (CSRF-protected, throttled)",
     "events.registered": "the confirmation page; shows only what this session just did",
     "events.calendar": "the public .ics of one event (no join URL, no personal data)",
     "events.feed": "the public iCal feed",

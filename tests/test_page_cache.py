@@ -102,6 +102,34 @@ def test_closing_registration_shows_at_once(client, make_event, now):
     assert "<form method=\"post\" action=\"/e/" not in page
 
 
+def test_a_change_between_the_check_and_the_render_is_shown_but_never_stored_as_the_old_version(
+        client, make_event, monkeypatch):
+    """The page is checked against a snapshot of the row and rendered from the event read
+    after it. An edit in between must not leave the new page stored under the old version,
+    where it would be served once the event is back as it was."""
+    from eventsvc.events import services
+    from sqlalchemy import update
+
+    from eventsvc.events.models import Event
+
+    event = make_event(title="Samen onderwijs versnellen")
+    read_snapshot = services.get_public_event_snapshot
+
+    def snapshot_then_edit(slug):
+        snapshot = read_snapshot(slug)
+        with db.engine.begin() as connection:
+            connection.execute(update(Event).where(Event.id == snapshot.id).values(title="Tijdelijke titel"))
+        return snapshot
+
+    monkeypatch.setattr(services, "get_public_event_snapshot", snapshot_then_edit)
+    assert "Tijdelijke titel" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    monkeypatch.setattr(services, "get_public_event_snapshot", read_snapshot)
+    with db.engine.begin() as connection:
+        connection.execute(update(Event).where(Event.id == event.id).values(title="Samen onderwijs versnellen"))
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "Samen onderwijs versnellen" in page and "Tijdelijke titel" not in page
+
+
 def test_languages_are_cached_apart(client, make_event):
     event = make_event()
     assert "Aanmelden" in client.get(f"/e/{event.slug}").get_data(as_text=True)

@@ -12,7 +12,44 @@ MODES = ("online", "onsite", "hybrid")
 STATUSES = ("draft", "published", "cancelled")
 
 
-class Event(db.Model):
+class EventRules:
+    """What follows from an event's columns alone; shared by the mapped `Event` and by
+    `EventSnapshot`, the plain copy of its row that the public pages check on every request."""
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == "published"
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+    @property
+    def is_online(self) -> bool:
+        return self.mode in ("online", "hybrid")
+
+    @property
+    def places_left(self) -> int | None:
+        if self.capacity is None:
+            return None
+        return max(self.capacity - self.confirmed_count, 0)
+
+    @property
+    def is_full(self) -> bool:
+        return self.places_left == 0
+
+    def has_started(self, now: datetime) -> bool:
+        return now >= self.starts_at
+
+    def has_ended(self, now: datetime) -> bool:
+        return now >= self.ends_at
+
+
+class Event(EventRules, db.Model):
     __tablename__ = "events"
     __table_args__ = (
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
@@ -56,44 +93,20 @@ class Event(db.Model):
     )
 
     @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @property
-    def is_published(self) -> bool:
-        return self.status == "published"
-
-    @property
-    def is_cancelled(self) -> bool:
-        return self.status == "cancelled"
-
-    @property
-    def is_online(self) -> bool:
-        return self.mode in ("online", "hybrid")
-
-    @property
-    def places_left(self) -> int | None:
-        if self.capacity is None:
-            return None
-        return max(self.capacity - self.confirmed_count, 0)
-
-    @property
-    def is_full(self) -> bool:
-        return self.places_left == 0
-
-    @property
     def latest_change(self) -> "EventChange | None":
         return self.changes[-1] if self.changes else None
-
-    def has_started(self, now: datetime) -> bool:
-        return now >= self.starts_at
-
-    def has_ended(self, now: datetime) -> bool:
-        return now >= self.ends_at
 
     def reminder_lead(self, default_minutes: int) -> timedelta:
         minutes = self.reminder_lead_minutes if self.reminder_lead_minutes is not None else default_minutes
         return timedelta(minutes=minutes)
+
+
+class EventSnapshot(EventRules):
+    """An event's row as plain values (every column as an attribute), with the same rules.
+    Not mapped: nothing loads it into the session, nothing writes it back."""
+
+    def __init__(self, row):
+        self.__dict__.update(row)
 
 
 class EventChange(db.Model):

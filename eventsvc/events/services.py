@@ -6,7 +6,7 @@ from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..types import utcnow
-from .models import Event
+from .models import Event, EventSnapshot
 
 
 def list_upcoming(*, now: datetime | None = None, audience: str | None = None, region: str | None = None):
@@ -25,19 +25,20 @@ def upcoming_version(*, now: datetime | None = None, audience: str | None = None
     sequence, so the history is covered too.
     """
     query = _upcoming(select(*Event.__table__.columns), now=now or utcnow(), audience=audience, region=region)
-    return tuple(tuple(row) for row in db.session.execute(query))
+    return tuple(tuple(row) for row in read_once(query))
 
 
 # Columns a public event page does not show as they are: the seat count changes with
 # every registration, so the page cache fills the number of seats left in per request.
 _FILLED_IN_PER_REQUEST = frozenset({"confirmed_count", "updated_at"})
+_PAGE_COLUMNS = tuple(column.key for column in inspect(Event).column_attrs
+                      if column.key not in _FILLED_IN_PER_REQUEST)
 
 
-def event_page_version(event: Event, locale) -> tuple:
+def event_page_version(event: Event | EventSnapshot, locale) -> tuple:
     """What the event's public page is made of, but for the number of seats left:
     every other column, whether it is full, and which plural form the count takes."""
-    columns = tuple(getattr(event, column.key) for column in inspect(Event).column_attrs
-                    if column.key not in _FILLED_IN_PER_REQUEST)
+    columns = tuple(getattr(event, key) for key in _PAGE_COLUMNS)
     places = event.places_left
     return columns, event.is_full, None if places is None else locale.plural_form(places)
 
@@ -61,3 +62,26 @@ def get_public_event(slug: str) -> Event | None:
     if not slug or len(slug) > 120:
         return None
     return db.session.scalar(_PUBLIC_EVENT_BY_SLUG, {"slug": slug})
+
+
+_PUBLIC_EVENT_ROW_BY_SLUG = select(*Event.__table__.columns).where(
+    Event.slug == bindparam("slug"), Event.status != "draft")
+
+
+def get_public_event_snapshot(slug: str) -> EventSnapshot | None:
+    """get_public_event() as a plain copy of the row, for a page that may not need the
+    mapped event at all (one served from the page cache)."""
+    if not slug or len(slug) > 120:
+        return None
+    rows = read_once(_PUBLIC_EVENT_ROW_BY_SLUG, {"slug": slug})
+    return EventSnapshot(rows[0]._mapping) if rows else None
+
+
+def read_once(statement, params=None):
+    """Run one read on a connection of its own, outside the request's ORM session.
+
+    For the per-request checks of the public pages: a session (its transaction, its
+    connection, its identity map) costs more than the query, and on a page served from
+    the cache nothing else would use it. Returns every row."""
+    with db.engine.connect() as connection:
+        return connection.execute(statement, params or {}).all()

@@ -6,7 +6,7 @@ from ..outbox.mail import calendar_event
 from ..security import honeypot_tripped
 
 from ..errors import ServiceError
-from ..page_cache import cached_page
+from ..page_cache import cached_page, uncacheable
 from ..registrations.forms import RegistrationForm
 from ..registrations.services import register_by_slug, registration_refusal
 from ..types import utcnow
@@ -72,19 +72,34 @@ def privacy():
     return render_template("pages/privacy.html", page=privacy_page())
 
 
-@bp.route("/e/<slug>", methods=["GET", "POST"])
+@bp.get("/e/<slug>")
 def show(slug):
-    if request.method == "POST":
-        return _register_from_form(slug)
-    event = _event_or_404(slug)
-    refusal = registration_refusal(event, utcnow())
-    # The same page for every anonymous visitor: rendered again only when the event changed.
-    return cached_page((services.event_page_version(event, get_locale()), refusal and str(refusal)),
-                       lambda holes: _render_show(event, RegistrationForm(), refusal, holes),
-                       places_left=event.places_left)
+    # The same page for every anonymous visitor, rendered again only when the event changed.
+    # A plain copy of the event's row tells whether it did; the mapped event (with its
+    # history) is loaded only to render.
+    snapshot = services.get_public_event_snapshot(slug)
+    if snapshot is None:
+        abort(404)
+    now, locale = utcnow(), get_locale()
+    version = _page_version(snapshot, locale, now)
+
+    def render(holes):
+        event = _event_or_404(slug)
+        page = _render_show(event, RegistrationForm(), registration_refusal(event, now), holes)
+        # Changed since the snapshot was read: right for this visitor, wrong for `version`.
+        return page if _page_version(event, locale, now) == version else uncacheable(page)
+
+    return cached_page(version, render, places_left=snapshot.places_left)
 
 
-def _register_from_form(slug):
+def _page_version(event, locale, now) -> tuple:
+    refusal = registration_refusal(event, now)
+    return services.event_page_version(event, locale), refusal and str(refusal)
+
+
+# The form posts to the page's own URL; a separate endpoint, so only the post is rate limited.
+@bp.post("/e/<slug>")
+def register(slug):
     form = RegistrationForm()
     if form.validate_on_submit() and not honeypot_tripped(form):
         # The event is read inside the registration's own transaction: one read per form post.
