@@ -1,7 +1,10 @@
 """eventsvc: event and webinar registration."""
+from functools import lru_cache
 from pathlib import Path
 
 from flask import Flask, has_request_context, request, session
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 from werkzeug.routing import IntegerConverter
 
 from config import config_for
@@ -61,7 +64,13 @@ def select_locale():
     choice = session.get("lang")
     if choice in ("nl", "en"):
         return choice
-    return request.accept_languages.best_match(("nl", "en")) or "nl"
+    return _best_language(request.headers.get("Accept-Language", ""))
+
+
+@lru_cache(maxsize=256)
+def _best_language(accept_language: str) -> str:
+    # Browsers send a handful of distinct headers: parse each once per process.
+    return parse_accept_header(accept_language, LanguageAccept).best_match(("nl", "en")) or "nl"
 
 
 def _init_extensions(app):

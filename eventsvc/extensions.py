@@ -53,4 +53,6 @@ def _begin(conn):
     Reads stay deferred and never block anyone in WAL mode."""
     if conn.dialect.name == "sqlite":
         immediate = conn.get_execution_options().get(WRITE_TRANSACTION)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: this runs for every transaction, and SQLAlchemy's
+        # statement machinery costs several times the BEGIN itself.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")

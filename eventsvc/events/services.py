@@ -1,5 +1,6 @@
 """Reading events for the public pages."""
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import selectinload
@@ -11,9 +12,8 @@ from .models import Event, EventSnapshot
 
 def list_upcoming(*, now: datetime | None = None, audience: str | None = None, region: str | None = None):
     """Published and cancelled events that have not ended, soonest first."""
-    query = _upcoming(select(Event), now=now or utcnow(), audience=audience, region=region)
-    # The list shows each event's latest change: load them all in one more query, not one per event.
-    return db.session.scalars(query.options(selectinload(Event.changes))).all()
+    statement, params = _upcoming(rows=False, now=now, audience=audience, region=region)
+    return db.session.scalars(statement, params).all()
 
 
 def upcoming_version(*, now: datetime | None = None, audience: str | None = None,
@@ -24,8 +24,30 @@ def upcoming_version(*, now: datetime | None = None, audience: str | None = None
     the feed shows is different; a change to an event always bumps its
     sequence, so the history is covered too.
     """
-    query = _upcoming(select(*Event.__table__.columns), now=now or utcnow(), audience=audience, region=region)
-    return tuple(tuple(row) for row in read_once(query))
+    statement, params = _upcoming(rows=True, now=now, audience=audience, region=region)
+    return tuple(tuple(row) for row in read_once(statement, params))
+
+
+def _upcoming(*, rows: bool, now, audience, region) -> tuple:
+    params = {"now": now or utcnow()}
+    if audience:
+        params["audience"] = f"%{audience}%"
+    if region:
+        params["region"] = region
+    return _upcoming_statement(rows, bool(audience), bool(region)), params
+
+
+@cache
+def _upcoming_statement(rows: bool, audience: bool, region: bool):
+    """Built once per variant (see _PUBLIC_EVENT_BY_SLUG): plain rows, or the events with
+    their changes, which the list shows (one more query for all, not one per event)."""
+    query = select(*Event.__table__.columns) if rows else select(Event).options(selectinload(Event.changes))
+    query = query.where(Event.status.in_(("published", "cancelled")), Event.ends_at > bindparam("now"))
+    if audience:
+        query = query.where(Event.audience.ilike(bindparam("audience")))
+    if region:
+        query = query.where(Event.region == bindparam("region"))
+    return query.order_by(Event.starts_at, Event.id)
 
 
 # Columns a public event page does not show as they are: the seat count changes with
@@ -41,15 +63,6 @@ def event_page_version(event: Event | EventSnapshot, locale) -> tuple:
     columns = tuple(getattr(event, key) for key in _PAGE_COLUMNS)
     places = event.places_left
     return columns, event.is_full, None if places is None else locale.plural_form(places)
-
-
-def _upcoming(query, *, now, audience, region):
-    query = query.where(Event.status.in_(("published", "cancelled")), Event.ends_at > now)
-    if audience:
-        query = query.where(Event.audience.ilike(f"%{audience}%"))
-    if region:
-        query = query.where(Event.region == region)
-    return query.order_by(Event.starts_at, Event.id)
 
 
 # Built once, with its parameter bound per call: on the hot paths (every public page and
