@@ -36,7 +36,10 @@ class Config:
     EVENTSVC_ENV = os.environ.get("EVENTSVC_ENV", "development")
     SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
     SQLALCHEMY_DATABASE_URI = database_url()
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS = {}
+    # A pooled connection idle this long is tested before use (one round trip); see
+    # extensions.ping_connections_after_idle. 0 tests every connection every time.
+    DATABASE_PING_AFTER_IDLE_SECONDS = _int("DATABASE_PING_AFTER_IDLE_SECONDS", 10)
     BASE_URL = os.environ.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     SITE_NAME = os.environ.get("SITE_NAME", "eventsvc")
     INSTANCE_DIR = str(INSTANCE_PATH)

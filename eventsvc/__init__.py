@@ -8,7 +8,7 @@ from werkzeug.http import parse_accept_header
 from werkzeug.routing import IntegerConverter
 
 from config import config_for
-from .extensions import babel, csrf, db, login_manager, mail, migrate
+from .extensions import babel, csrf, db, login_manager, mail, migrate, ping_connections_after_idle
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -75,6 +75,9 @@ def _best_language(accept_language: str) -> str:
 
 def _init_extensions(app):
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            ping_connections_after_idle(engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), compare_type=True)
     csrf.init_app(app)
     mail.init_app(app)

@@ -5,8 +5,11 @@ from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+import time
+
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 # Stable constraint names, so migrations can alter them on every backend.
 NAMING_CONVENTION = {
@@ -56,3 +59,28 @@ def _begin(conn):
         # Straight to the driver: this runs for every transaction, and SQLAlchemy's
         # statement machinery costs several times the BEGIN itself.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def ping_connections_after_idle(engine: Engine, idle_seconds: float) -> None:
+    """Test a pooled connection before use, but only one that sat idle for `idle_seconds`.
+
+    What `pool_pre_ping` does, without its round trip on every checkout: a
+    connection a busy process hands from request to request was in use a moment
+    ago, while one that waited in the pool may have been closed by the database,
+    a restart or a firewall in the meantime. A failed test makes the pool
+    discard the connection and hand out a fresh one, so the request never sees it.
+    """
+    @event.listens_for(engine, "checkin")
+    def _idle_from_now(_dbapi_connection, record):
+        if record is not None:
+            record.info["eventsvc_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("eventsvc_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # new, or handed back a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError("the connection was closed while idle in the pool") from error

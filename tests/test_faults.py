@@ -424,3 +424,44 @@ def test_a_worker_whose_lease_ran_out_does_not_send_what_another_worker_took_ove
     received = Counter(message_ids(smtp.messages))
     assert len(received) == 3
     assert set(received.values()) == {1}, f"sent twice: {[m for m, n in received.items() if n > 1]}"
+
+
+@pytest.mark.parametrize("idle_seconds, answer", [(0.2, 200), (3600, 503)])
+def test_a_pooled_connection_the_database_closed_while_idle_is_tested_and_replaced_before_use(
+        backend, database_url, make_event, idle_seconds, answer):
+    """A connection that waited in the pool longer than DATABASE_PING_AFTER_IDLE_SECONDS is
+    tested before a request gets it. One used a moment ago is not (no round trip on a busy
+    process): the second case shows what the test saves a visitor from."""
+    if backend != "postgresql":
+        pytest.skip("closes server connections from the outside")
+    import contextvars
+
+    import psycopg
+
+    from eventsvc import create_app
+
+    from .conftest import test_config
+
+    slug = make_event().slug
+    db.session.remove()  # the test's own connection back to its pool, out of a transaction
+    app = create_app(test_config(database_url, DATABASE_PING_AFTER_IDLE_SECONDS=idle_seconds,
+                                       PROPAGATE_EXCEPTIONS=False))  # answer as in production
+    client = app.test_client()
+
+    def get():  # in a context of its own, as under a server: the connection goes back to the pool after
+        return contextvars.Context().run(client.get, f"/e/{slug}").status_code
+
+    try:
+        assert get() == 200
+        time.sleep(0.3)
+        dbname = database_url.rsplit("/", 1)[1]
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{dbname}", autocommit=True) as admin:
+            closed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert closed >= 1
+        assert get() == answer
+        assert get() == 200  # either way the pool recovers at once
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        db.engine.dispose()  # the test's own pooled connections were closed too
