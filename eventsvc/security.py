@@ -130,11 +130,19 @@ def _not_a_post() -> bool:
 
 
 def _check_limits_on_posts_only(app: Flask, limiter: Limiter) -> None:
-    """The limiter's own before_request hook, run for POSTs alone: the request filter
-    above makes it pass every other request, but only after it resolved their limits."""
+    """Narrow the limiter's own before_request hook, which runs for every request.
+
+    The limits of RATE_LIMITED_ENDPOINTS are checked by the decorators of their views,
+    not by this hook: it only applies default and application-wide limits. Without any
+    (RATELIMIT_DEFAULT, RATELIMIT_APPLICATION) it is dropped; with some, it runs for
+    POSTs alone, as the request filter above would pass anything else, but only after
+    resolving its limits."""
     hooks = app.before_request_funcs.setdefault(None, [])
     check = limiter._check_request_limit
     if check not in hooks:  # a Flask-Limiter that stopped installing the hook: nothing to narrow
+        return
+    if not app.config.get("RATELIMIT_DEFAULT") and not app.config.get("RATELIMIT_APPLICATION"):
+        hooks.remove(check)
         return
 
     def check_posts():
@@ -244,7 +252,7 @@ def _read_at_most(stream, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def registrations_per_address_allowed(email_normalized: str, now: datetime) -> bool:
+def registrations_per_address_allowed(email_normalized: str, now: datetime, *, recent: int | None = None) -> bool:
     """May this address register once more? False once it registered
     REGISTRATIONS_PER_ADDRESS_PER_HOUR times (any event, any status) in the
     hour before `now`. 0 or None switches the cap off.
@@ -253,15 +261,17 @@ def registrations_per_address_allowed(email_normalized: str, now: datetime) -> b
     revives a row (not for a repeat of an active registration, which writes no
     row and already sends at most one notice an hour). It is a soft cap: two
     requests racing for the last place may both pass, which is fine for
-    stopping a mailbox from being flooded.
+    stopping a mailbox from being flooded. `recent` is that count when the caller
+    already read it (in the same transaction); else it is read here.
     """
     from .extensions import db
 
     cap = current_app.config.get("REGISTRATIONS_PER_ADDRESS_PER_HOUR", DEFAULTS["REGISTRATIONS_PER_ADDRESS_PER_HOUR"])
     if not cap:
         return True
-    recent = db.session.scalar(_recent_registrations_of_address(),
-                               {"email": email_normalized, "since": now - timedelta(hours=1)})
+    if recent is None:
+        recent = db.session.scalar(_recent_registrations_of_address(),
+                                   {"email": email_normalized, "since": now - timedelta(hours=1)})
     return recent < cap
 
 

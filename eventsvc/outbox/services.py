@@ -1,6 +1,7 @@
 """Writing to the outbox. Callers own the transaction; nothing here commits."""
 import secrets
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import String, cast, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,14 +22,26 @@ def _insert_skipping_duplicates(select_or_rows):
     executemany with one constant statement, which SQLAlchemy compiles once
     per process (a VALUES list built per call would be compiled every time).
     """
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(Message.__table__)
+    dialect = db.session.get_bind().dialect.name
     if isinstance(select_or_rows, list):
-        parameters = select_or_rows
+        statement, parameters = _insert_rows_skipping_duplicates(dialect), select_or_rows
     else:
-        statement, parameters = statement.from_select(COLUMNS, select_or_rows), None
-    statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+        statement, parameters = _skipping_duplicates(_insert(dialect).from_select(COLUMNS, select_or_rows)), None
     return db.session.execute(statement, parameters, execution_options={"preserve_rowcount": True}).rowcount
+
+
+def _insert(dialect: str):
+    return (postgresql if dialect == "postgresql" else sqlite).insert(Message.__table__)
+
+
+def _skipping_duplicates(statement):
+    return statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+
+@cache
+def _insert_rows_skipping_duplicates(dialect: str):
+    """Built once per dialect: every registration runs it."""
+    return _skipping_duplicates(_insert(dialect))
 
 
 def notice(kind: str, *, dedupe_key: str, registration=None, event=None,

@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from ..errors import ServiceError
 from ..events.models import Event
-from ..events.services import get_public_event
 from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
@@ -24,6 +23,7 @@ from ..types import utcnow
 from .models import Registration
 from . import notifications
 from ..webhooks import services as webhooks
+from ..webhooks.models import Webhook
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,24 @@ def registration_refusal(event: Event, now: datetime):
 def register(event: Event, *, name: str, email: str, organisation: str = "", role: str = "",
              locale: str = "nl", now: datetime | None = None) -> RegistrationResult:
     """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
-    return _counted(lambda now: _register(event, name=name, email=email, organisation=organisation,
-                                          role=role, locale=locale, now=now), now)
+    def work(now):
+        context = db.session.execute(_CONTEXT_BY_ID, _context_params(email, now, event_id=event.id)).one()
+        return _register(context, name=name, email=email, organisation=organisation, role=role,
+                         locale=locale, now=now)
+    return _counted(work, now)
 
 
 def register_by_slug(slug: str, *, name: str, email: str, organisation: str = "", role: str = "",
                      locale: str = "nl", now: datetime | None = None) -> RegistrationResult | None:
     """register() for the public form: the event is read once, inside the write transaction.
     None when no public event has this slug."""
+    if not slug or len(slug) > 120:
+        return None
+
     def work(now):
-        event = get_public_event(slug)
-        return event and _register(event, name=name, email=email, organisation=organisation,
-                                   role=role, locale=locale, now=now)
+        context = db.session.execute(_CONTEXT_BY_SLUG, _context_params(email, now, slug=slug)).first()
+        return context and _register(context, name=name, email=email, organisation=organisation, role=role,
+                                     locale=locale, now=now)
     return _counted(work, now)
 
 
@@ -90,17 +96,18 @@ def _counted(work, now: datetime | None) -> RegistrationResult | None:
     return result
 
 
-def _register(event, *, name, email, organisation, role, locale, now):
+def _register(context, *, name, email, organisation, role, locale, now):
+    event, existing_id, recent_of_address, any_webhook = context
     refusal = registration_refusal(event, now)
     if refusal:
         raise ServiceError(refusal)
     key = normalize_email(email)
-    existing = db.session.scalar(_REGISTRATION_BY_ADDRESS, {"event_id": event.id, "email": key})
+    existing = db.session.get(Registration, existing_id) if existing_id is not None else None
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
         db.session.refresh(event)
         return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed", repeat=True)
-    if not registrations_per_address_allowed(key, now):
+    if not registrations_per_address_allowed(key, now, recent=recent_of_address):
         raise ServiceError(ADDRESS_CAP_MESSAGE, field="email")
 
     registration = existing or Registration(event_id=event.id, email_normalized=key)
@@ -119,14 +126,31 @@ def _register(event, *, name, email, organisation, role, locale, now):
         db.session.add(registration)
         db.session.flush()
         notifications.notify_waitlisted(registration, now=now)
-    webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
-                  subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
+    if any_webhook:
+        webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
+                      subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
     return RegistrationResult(registration, registration.status)
 
 
-# Built once (see events.services): every form post runs these.
-_REGISTRATION_BY_ADDRESS = select(Registration).where(
-    Registration.event_id == bindparam("event_id"), Registration.email_normalized == bindparam("email"))
+def _context_params(email: str, now: datetime, **where) -> dict:
+    return {"email": normalize_email(email), "since": now - timedelta(hours=1), **where}
+
+
+# Built once (see events.services): every form post runs these. Everything a registration
+# decides on is read in one statement, inside its transaction: the event; the id of this
+# address's registration for it, if any; how often the address registered in the last hour
+# (the per-address cap); and whether any webhook is active at all (else none is asked).
+_CONTEXT = (
+    select(Registration.id).where(Registration.event_id == Event.id,
+                                  Registration.email_normalized == bindparam("email"))
+    .scalar_subquery().label("existing_id"),
+    select(func.count()).select_from(Registration).where(
+        Registration.email_normalized == bindparam("email"), Registration.registered_at > bindparam("since"))
+    .scalar_subquery().label("recent_of_address"),
+    select(Webhook.id).where(Webhook.is_active.is_(True)).exists().label("any_webhook"),
+)
+_CONTEXT_BY_SLUG = select(Event, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
+_CONTEXT_BY_ID = select(Event, *_CONTEXT).where(Event.id == bindparam("event_id"))
 _TAKE_SEAT = (
     update(Event)
     .where(Event.id == bindparam("seat_event_id"))
@@ -145,7 +169,9 @@ def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
     free seats are theirs, so the write takes nothing.
     """
     statement = _TAKE_SEAT_UNLESS_WAITING if newcomer else _TAKE_SEAT
-    return db.session.execute(statement, {"seat_event_id": event.id}).rowcount == 1
+    # On the session's connection, as plain SQL: nothing in the session needs synchronising
+    # (the counter is only ever read fresh), and the ORM's bulk-update path costs more than the write.
+    return db.session.connection().execute(statement, {"seat_event_id": event.id}).rowcount == 1
 
 
 def _release_seat(event: Event) -> None:
