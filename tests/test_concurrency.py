@@ -1,6 +1,8 @@
 """Invariant 1: no overbooking, however many people register at once."""
 import threading
 
+import pytest
+
 from sqlalchemy import func, select
 
 from eventsvc.events.models import Event
@@ -71,3 +73,62 @@ def test_concurrent_cancellations_promote_each_waiting_person_once(app, make_eve
     assert db.session.get(Event, event.id).confirmed_count == 4
     statuses = [db.session.get(Registration, r.id).status for r in waiting]
     assert statuses == ["confirmed"] * 4 + ["waitlisted"] * 2
+
+
+def _writers_file_is_free(path) -> bool:
+    """Whether another process could take the SQLite writers' turn right now."""
+    import subprocess
+    import sys
+
+    probe = ("import fcntl, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(1)\n")
+    return subprocess.run([sys.executable, "-c", probe, path], timeout=30).returncode == 0
+
+
+def test_sqlite_writers_take_turns_across_processes_and_a_nested_unit_of_work_keeps_its_turn(app, backend):
+    """On SQLite a unit of work holds an flock() on `<database>.writers` from before its BEGIN
+    until after its COMMIT or ROLLBACK, so other processes queue in the kernel rather than poll
+    SQLite's lock; a unit of work inside another neither waits for itself nor lets go early."""
+    import os
+
+    from eventsvc.transaction import unit_of_work
+
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL has row locks: no queue for writers")
+    writers = os.path.abspath(db.engine.url.database) + ".writers"
+    seen = {}
+
+    def inner():
+        seen["inner"] = _writers_file_is_free(writers)
+        return "inner"
+
+    def outer():
+        seen["outer"] = _writers_file_is_free(writers)
+        seen["nested"] = unit_of_work(inner)
+        seen["after inner"] = _writers_file_is_free(writers)
+        return "outer"
+
+    done = []
+    thread = threading.Thread(target=lambda: done.append(_in_app(app, lambda: unit_of_work(outer))))
+    thread.start()
+    thread.join(60)
+    assert done == ["outer"], "a nested unit of work waited for its own turn"
+    assert seen == {"outer": False, "inner": False, "nested": "inner", "after inner": False}
+    assert _writers_file_is_free(writers)
+
+    def fails():
+        seen["failing"] = _writers_file_is_free(writers)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        unit_of_work(fails)
+    assert seen["failing"] is False and _writers_file_is_free(writers)  # let go on a rollback too
+
+
+def _in_app(app, work):
+    with app.app_context():
+        try:
+            return work()
+        finally:
+            db.session.remove()
