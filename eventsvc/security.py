@@ -270,14 +270,15 @@ def registrations_per_address_allowed(email_normalized: str, now: datetime, *, r
     if not cap:
         return True
     if recent is None:
-        recent = db.session.scalar(_recent_registrations_of_address(),
+        recent = db.session.scalar(recent_registrations_of_address(),
                                    {"email": email_normalized, "since": now - timedelta(hours=1)})
     return recent < cap
 
 
 @cache
-def _recent_registrations_of_address():
-    """Built once, on first use (the models import this module)."""
+def recent_registrations_of_address():
+    """How often `:email` registered since `:since` (any event, any status): the count the
+    per-address cap compares. Built once, on first use (the models import this module)."""
     from sqlalchemy import bindparam, func, select
 
     from .registrations.models import Registration

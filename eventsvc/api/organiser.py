@@ -7,6 +7,7 @@ from sqlalchemy import func, or_, select
 from ..auth.tokens import organiser_for_token
 from ..events import management
 from ..events.models import Event
+from ..events.services import possible_slug
 from ..extensions import db
 from ..outbox.models import Message
 from ..registrations.models import Registration
@@ -42,7 +43,7 @@ def documented(func_):
 
 
 def _event(slug) -> Event:
-    event = db.session.scalar(select(Event).where(Event.slug == slug)) if len(slug) <= 120 else None
+    event = db.session.scalar(select(Event).where(Event.slug == slug)) if possible_slug(slug) else None
     if event is None:
         abort(404, message="Deze bijeenkomst bestaat niet.")
     return event

@@ -70,9 +70,15 @@ def event_page_version(event: Event | EventSnapshot, locale) -> tuple:
 _PUBLIC_EVENT_BY_SLUG = select(Event).where(Event.slug == bindparam("slug"), Event.status != "draft")
 
 
+def possible_slug(slug: str | None) -> bool:
+    """Whether an event could have this slug at all (the column holds 120 characters);
+    a longer one is answered without asking the database."""
+    return bool(slug) and len(slug) <= 120
+
+
 def get_public_event(slug: str) -> Event | None:
     """An event the public may see: anything but a draft."""
-    if not slug or len(slug) > 120:
+    if not possible_slug(slug):
         return None
     return db.session.scalar(_PUBLIC_EVENT_BY_SLUG, {"slug": slug})
 
@@ -84,7 +90,7 @@ _PUBLIC_EVENT_ROW_BY_SLUG = select(*Event.__table__.columns).where(
 def get_public_event_snapshot(slug: str) -> EventSnapshot | None:
     """get_public_event() as a plain copy of the row, for a page that may not need the
     mapped event at all (one served from the page cache)."""
-    if not slug or len(slug) > 120:
+    if not possible_slug(slug):
         return None
     rows = read_once(_PUBLIC_EVENT_ROW_BY_SLUG, {"slug": slug})
     return EventSnapshot(rows[0]._mapping) if rows else None

@@ -81,19 +81,19 @@ def show(slug):
     if snapshot is None:
         abort(404)
     now, locale = utcnow(), get_locale()
-    version = _page_version(snapshot, locale, now)
+    version = _page_version(snapshot, registration_refusal(snapshot, now), locale)
 
     def render(holes):
         event = _event_or_404(slug)
-        page = _render_show(event, RegistrationForm(), registration_refusal(event, now), holes)
+        refusal = registration_refusal(event, now)
+        page = _render_show(event, RegistrationForm(), refusal, holes)
         # Changed since the snapshot was read: right for this visitor, wrong for `version`.
-        return page if _page_version(event, locale, now) == version else uncacheable(page)
+        return page if _page_version(event, refusal, locale) == version else uncacheable(page)
 
     return cached_page(version, render, places_left=snapshot.places_left)
 
 
-def _page_version(event, locale, now) -> tuple:
-    refusal = registration_refusal(event, now)
+def _page_version(event, refusal, locale) -> tuple:
     return services.event_page_version(event, locale), refusal and str(refusal)
 
 

@@ -10,14 +10,15 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 
 from ..errors import ServiceError
 from ..events.models import Event
+from ..events.services import possible_slug
 from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
-from ..security import ADDRESS_CAP_MESSAGE, registrations_per_address_allowed
+from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
 from ..transaction import unit_of_work
 from ..types import utcnow
 from .models import Registration
@@ -70,7 +71,7 @@ def register_by_slug(slug: str, *, name: str, email: str, organisation: str = ""
                      locale: str = "nl", now: datetime | None = None) -> RegistrationResult | None:
     """register() for the public form: the event is read once, inside the write transaction.
     None when no public event has this slug."""
-    if not slug or len(slug) > 120:
+    if not possible_slug(slug):
         return None
 
     def work(now):
@@ -144,9 +145,7 @@ _CONTEXT = (
     select(Registration.id).where(Registration.event_id == Event.id,
                                   Registration.email_normalized == bindparam("email"))
     .scalar_subquery().label("existing_id"),
-    select(func.count()).select_from(Registration).where(
-        Registration.email_normalized == bindparam("email"), Registration.registered_at > bindparam("since"))
-    .scalar_subquery().label("recent_of_address"),
+    recent_registrations_of_address().scalar_subquery().label("recent_of_address"),
     select(Webhook.id).where(Webhook.is_active.is_(True)).exists().label("any_webhook"),
 )
 _CONTEXT_BY_SLUG = select(Event, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
