@@ -56,6 +56,8 @@ def test_list_and_get_public_events_with_filters(client, make_event, now):
     assert [e["title"] for e in listed] == ["Voor besturen", "Voor leraren"]
     assert "join_url" not in listed[0] and listed[0]["url"].startswith("http://eventsvc.test/e/")
     assert [e["title"] for e in client.get("/api/v1/events?audience=leraren").json] == ["Voor leraren"]
+    control = client.get("/api/v1/events?audience=%00")  # PostgreSQL would refuse the NUL: a 500
+    assert control.status_code == 422 and control.mimetype == PROBLEM
     until = (now + timedelta(days=10)).isoformat()
     assert [e["title"] for e in client.get("/api/v1/events", query_string={"to": until}).json] == ["Voor besturen"]
     one = client.get(f"/api/v1/events/{listed[0]['slug']}")

@@ -65,3 +65,10 @@ def test_audience_filter(client, make_event):
     make_event(title="Voor leraren", audience="Leraren")
     page = client.get("/?voor=leraren").get_data(as_text=True)
     assert "Voor leraren" in page and "Voor besturen" not in page
+
+
+def test_audience_filter_with_a_control_character_is_a_clear_400(client, make_event):
+    make_event(audience="Leraren")
+    for text in ("%00", "lera%0D%0Aren"):
+        response = client.get(f"/?voor={text}")
+        assert response.status_code == 400 and "Ongeldig verzoek" in response.get_data(as_text=True)

@@ -81,7 +81,7 @@ class EventSchema(Schema):
 
 
 class EventQuerySchema(Schema):
-    audience = fields.String(validate=validate.Length(max=100))
+    audience = Line(100)
     from_ = fields.AwareDateTime(data_key="from")
     to = fields.AwareDateTime()
 

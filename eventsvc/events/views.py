@@ -4,6 +4,7 @@ from flask_babel import get_locale
 from .. import ical
 from ..outbox.mail import calendar_event
 from ..security import honeypot_tripped
+from ..validators import has_control_characters
 
 from ..errors import ServiceError
 from ..page_cache import cached_page, uncacheable
@@ -25,6 +26,8 @@ def _event_or_404(slug):
 @bp.get("/")
 def upcoming():
     audience = (request.args.get("voor") or "").strip()[:100] or None
+    if has_control_characters(audience):
+        abort(400)  # no audience holds one, and PostgreSQL refuses a NUL outright
     now = utcnow()
     return cached_page(services.upcoming_version(now=now, audience=audience), lambda _holes: render_template(
         "events/upcoming.html", events=services.list_upcoming(now=now, audience=audience), audience=audience or ""))
