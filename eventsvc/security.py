@@ -130,13 +130,19 @@ def _not_a_post() -> bool:
 
 
 def _check_limits_on_posts_only(app: Flask, limiter: Limiter) -> None:
-    """Narrow the limiter's own before_request hook, which runs for every request.
+    """Narrow the limiter's own hooks, which run for every request, to POSTs.
 
     The limits of RATE_LIMITED_ENDPOINTS are checked by the decorators of their views,
-    not by this hook: it only applies default and application-wide limits. Without any
-    (RATELIMIT_DEFAULT, RATELIMIT_APPLICATION) it is dropped; with some, it runs for
-    POSTs alone, as the request filter above would pass anything else, but only after
-    resolving its limits."""
+    not by the before_request hook: it only applies default and application-wide limits.
+    Without any (RATELIMIT_DEFAULT, RATELIMIT_APPLICATION) it is dropped; with some, it
+    runs for POSTs alone, as the request filter above would pass anything else, but only
+    after resolving its limits. Its after_request hook (rate limit headers, deductions)
+    and teardown hook (resetting the state a limit check left) have nothing to do for a
+    request no limit was checked on: they run for POSTs alone too."""
+    _on_posts_only(app.after_request_funcs, "__inject_headers", lambda hook: lambda response: (
+        hook(response) if request.method == "POST" else response))
+    _on_posts_only(app.teardown_request_funcs, "__release_context", lambda hook: lambda error=None: (
+        hook(error) if request.method == "POST" else None))
     hooks = app.before_request_funcs.setdefault(None, [])
     check = limiter._check_request_limit
     if check not in hooks:  # a Flask-Limiter that stopped installing the hook: nothing to narrow
@@ -151,6 +157,16 @@ def _check_limits_on_posts_only(app: Flask, limiter: Limiter) -> None:
         return None
 
     hooks[hooks.index(check)] = check_posts
+
+
+def _on_posts_only(registry: dict, name: str, narrow) -> None:
+    """Replace the app-wide hook whose function is called `name` by `narrow(hook)`."""
+    hooks = registry.setdefault(None, [])
+    for i, hook in enumerate(hooks):
+        function = getattr(hook, "func", hook)  # the after_request hook is a functools.partial
+        if getattr(function, "__name__", None) == name:
+            hooks[i] = narrow(hook)
+            return
 
 
 def apply_rate_limits(app: Flask) -> set[str]:

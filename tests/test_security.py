@@ -287,6 +287,22 @@ def test_registration_posts_are_rate_limited_per_address(client, make_event):
     assert other.status_code == 303
 
 
+@limits_on(REGISTRATION_RATE_LIMIT="2 per minute", RATELIMIT_HEADERS_ENABLED=True)
+def test_the_limiters_hooks_still_work_on_posts_and_stay_out_of_reads(client, make_event):
+    # The limiter's after_request and teardown hooks run for POSTs alone (no limit is on anything else).
+    event = make_event()
+    token = csrf_token(client, f"/e/{event.slug}")
+    first = post_form(client, event, csrf_token=token)
+    assert first.status_code == 303
+    assert (first.headers["X-RateLimit-Limit"], first.headers["X-RateLimit-Remaining"]) == ("2", "1")
+    page = client.get(f"/e/{event.slug}")
+    assert page.status_code == 200 and "X-RateLimit-Limit" not in page.headers
+    # The teardown reset what the POST left: the next POST is counted afresh, not carried over.
+    second = post_form(client, event, csrf_token=token)
+    assert second.headers["X-RateLimit-Remaining"] == "0"
+    assert post_form(client, event, csrf_token=token).status_code == 429
+
+
 @limits_on(REGISTRATION_RATE_LIMIT="2 per minute")
 def test_a_forged_forwarded_for_header_does_not_buy_a_new_budget(client, make_event):
     event = make_event()
