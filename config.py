@@ -23,6 +23,11 @@ def _int(name, default):
     return int(value) if value not in (None, "") else default
 
 
+def _float(name, default):
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def database_url():
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_PATH / 'eventsvc.sqlite3'}"
     # Accept the common postgres:// spellings and use psycopg 3.
@@ -69,6 +74,8 @@ class Config:
     MAX_CONTENT_LENGTH = 256 * 1024
     # Rendered public pages kept per process (eventsvc/page_cache.py); 0 turns the cache off.
     PAGE_CACHE_SIZE = _int("PAGE_CACHE_SIZE", 256)
+    # How long a process may reuse the data read to check a cached page; 0 = read it for every visitor.
+    PAGE_CACHE_RECHECK_SECONDS = _float("PAGE_CACHE_RECHECK_SECONDS", 1.0)
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     REGISTRATION_RATE_LIMIT = os.environ.get("REGISTRATION_RATE_LIMIT", "10 per minute; 100 per hour")
@@ -104,6 +111,7 @@ class TestingConfig(Config):
     SECRET_KEY = "testing-secret-key-not-for-production"
     MAIL_SUPPRESS_SEND = False  # tests talk SMTP to a real (local) server
     RATELIMIT_ENABLED = False  # the suite posts many forms from 127.0.0.1; test_security turns it on
+    PAGE_CACHE_RECHECK_SECONDS = 0  # every change shows at once; test_page_cache sets a window itself
 
 
 CONFIGS = {"development": Config, "production": ProductionConfig, "testing": TestingConfig}

@@ -80,6 +80,9 @@ def _init_extensions(app):
             ping_connections_after_idle(engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"), compare_type=True)
     csrf.init_app(app)
+    from .sessions import csrf_token
+
+    app.jinja_env.globals["csrf_token"] = csrf_token  # Flask-WTF's generate_csrf, with less work
     mail.init_app(app)
     babel.init_app(app, locale_selector=select_locale,
                    default_translation_directories=str(PROJECT_DIR / "translations"))

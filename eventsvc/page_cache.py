@@ -5,9 +5,16 @@ URL in the same language, except for the CSRF token in its forms and the few
 values the caller names as holes (the number of seats left, which changes
 with every registration). So the page is rendered once with markers in those
 places, and every visitor gets the stored page with their token and the
-current values put in. Nothing is ever served stale: the caller passes a
-`version` read from the database on this request (the event's row, or the
-rows of the list), and a page rendered from other data is not used.
+current values put in. The caller passes a `version` read from the database
+(the event's row, or the rows of the list), and a page rendered from other
+data is not used.
+
+That read is the largest part of what a cached page costs, so a process may
+reuse it for PAGE_CACHE_RECHECK_SECONDS (`recent_read`): a popular page under a
+burst of visitors reads its row once a second, not for every visitor, and an
+anonymous visitor sees a change at most that long after it was committed.
+Registering itself always reads the row (and takes the seat) in its own
+transaction, and an organiser (logged in) is always shown the current data.
 
 Only anonymous GETs with no flashed message waiting are served from here;
 anything personal (a logged-in organiser, a form with errors, a flash) is
@@ -16,15 +23,19 @@ rendered as before.
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from threading import Lock
+from time import monotonic
+from typing import TypeVar
 
 from flask import current_app, request, session
 from flask_babel import get_locale
 from flask_login import current_user
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE
-from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup, escape
 
+from .sessions import csrf_token
+
 EXTENSION_KEY = "eventsvc.page_cache"
+T = TypeVar("T")
 
 
 def _hole(name: str) -> Markup:
@@ -41,6 +52,7 @@ class PageCache:
     def __init__(self, size: int):
         self.size = size
         self._pages: OrderedDict[Hashable, str] = OrderedDict()
+        self._reads: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()  # key → (until, value)
         self._lock = Lock()
         self.hits = 0  # pages served from the cache (the tests read it)
 
@@ -59,6 +71,21 @@ class PageCache:
             self._pages.move_to_end(key)
             while len(self._pages) > self.size:
                 self._pages.popitem(last=False)
+
+    def recently_read(self, key: Hashable, read: Callable[[], T], seconds: float) -> T:
+        now = monotonic()
+        with self._lock:
+            kept = self._reads.get(key)
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        value = read()  # outside the lock: other threads go on serving while this one waits
+        if value is not None:  # nothing to show (a 404) is read again, so a new event shows at once
+            with self._lock:
+                self._reads[key] = (now + seconds, value)
+                self._reads.move_to_end(key)
+                while len(self._reads) > self.size:
+                    self._reads.popitem(last=False)
+        return value
 
 
 class _Uncacheable(str):
@@ -79,6 +106,18 @@ def page_cache() -> PageCache:
     return current_app.extensions[EXTENSION_KEY]
 
 
+def recent_read(key: Hashable, read: Callable[[], T]) -> T:
+    """`read()`, or what it returned for `key` in this process less than
+    PAGE_CACHE_RECHECK_SECONDS ago: for the data a shared page is checked against.
+
+    Only for a request that may be served a shared page (an anonymous GET without a
+    flashed message); anyone else reads the data as it is now. `None` is never kept."""
+    seconds = current_app.config["PAGE_CACHE_RECHECK_SECONDS"]
+    if seconds <= 0 or not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
+        return read()
+    return page_cache().recently_read(key, read, seconds)
+
+
 def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, forms: bool = True,
                 **holes) -> str | bytes:
     """`render(values)`'s HTML for this request, from the cache when nothing it shows has changed.
@@ -94,7 +133,7 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     if not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
         return render(holes)
     key = (request.endpoint, request.full_path, str(get_locale()), version)
-    token = generate_csrf() if forms else None  # the same token render() puts in its forms (kept on `g`)
+    token = csrf_token() if forms else None  # the same token render() puts in its forms (kept on `g`)
     cache = page_cache()
     page = cache.get(key)
     if page is None:

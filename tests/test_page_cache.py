@@ -1,5 +1,7 @@
-"""Public pages are rendered once and served from the page cache, never stale and never shared
-where they are personal: each visitor gets their own CSRF token, and every change shows at once."""
+"""Public pages are rendered once and served from the page cache, never shared where they are
+personal: each visitor gets their own CSRF token. With PAGE_CACHE_RECHECK_SECONDS at 0 (as in the
+rest of the suite) every change shows at once; with a window, an anonymous visitor sees it once the
+window has passed, an organiser at once, and registering is never affected."""
 import contextvars
 import re
 from datetime import timedelta
@@ -186,3 +188,63 @@ def test_the_feed_answers_a_calendar_app_that_polls_with_304_until_something_cha
                      ends_at=event.ends_at + timedelta(days=1), reason="ziekte")
     changed = client.get("/feed.ics", headers={"If-None-Match": first.headers["ETag"]})
     assert changed.status_code == 200 and b"SEQUENCE:1" in changed.data
+
+
+class Clock:
+    """eventsvc.page_cache's monotonic clock, moved by the test."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1000.0
+        monkeypatch.setattr("eventsvc.page_cache.monotonic", lambda: self.now)
+
+
+def log_in_organiser(app):
+    create_organiser("mieke@example.org", "Mieke van den Berg", PASSWORD)
+    organiser = app.test_client()
+    token = token_on(organiser.get("/inloggen").get_data(as_text=True))
+    organiser.post("/inloggen", data={"email": "mieke@example.org", "password": PASSWORD, "csrf_token": token})
+    return organiser
+
+
+def test_within_the_recheck_window_visitors_get_the_page_as_it_was_read_and_then_the_change(
+        app, client, make_event, monkeypatch, now):
+    app.config["PAGE_CACHE_RECHECK_SECONDS"] = 1.0
+    clock = Clock(monkeypatch)
+    event = make_event(title="Samen onderwijs versnellen", starts_at=now + timedelta(days=10), capacity=5)
+    organiser = log_in_organiser(app)
+    assert "Nog 5 plaatsen vrij" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    reschedule_event(event, starts_at=event.starts_at + timedelta(days=8),
+                     ends_at=event.ends_at + timedelta(days=8), reason="een webinar van het ministerie")
+    clock.now += 0.9
+    assert "Verplaatst" not in client.get(f"/e/{event.slug}").get_data(as_text=True)  # read 0.9 s ago
+    assert "Verplaatst" in client.get("/").get_data(as_text=True)  # the list had not been read: read now
+    assert "Verplaatst" in organiser.get(f"/e/{event.slug}").get_data(as_text=True)  # logged in: current
+    clock.now += 0.2
+    page = client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert "Verplaatst" in page and "een webinar van het ministerie" in page
+
+
+def test_the_recheck_window_never_lets_a_registration_past_the_seats(app, client, make_event, monkeypatch):
+    app.config["PAGE_CACHE_RECHECK_SECONDS"] = 60.0
+    Clock(monkeypatch)
+    event = make_event(capacity=1)
+    assert "Nog 1 plaats vrij" in client.get(f"/e/{event.slug}").get_data(as_text=True)
+    assert post_form(app.test_client(), event, email="een@example.org").status_code == 303
+    late = app.test_client()
+    assert "Nog 1 plaats vrij" in late.get(f"/e/{event.slug}").get_data(as_text=True)  # the page as read
+    response = post_form(late, event, email="twee@example.org")
+    assert response.status_code == 303
+    assert "wachtlijst" in late.get(response.headers["Location"]).get_data(as_text=True)
+    db.session.rollback()
+    assert [(r.email, r.status) for r in registrations()] == [("een@example.org", "confirmed"),
+                                                              ("twee@example.org", "waitlisted")]
+
+
+def test_a_page_that_was_not_there_is_not_kept_missing(app, client, make_event, monkeypatch):
+    app.config["PAGE_CACHE_RECHECK_SECONDS"] = 60.0
+    Clock(monkeypatch)
+    event = make_event(status="draft")
+    assert client.get(f"/e/{event.slug}").status_code == 404
+    event.status = "published"
+    db.session.commit()
+    assert client.get(f"/e/{event.slug}").status_code == 200  # published: shown at once

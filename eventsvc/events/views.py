@@ -7,7 +7,7 @@ from ..security import honeypot_tripped
 from ..validators import has_control_characters
 
 from ..errors import ServiceError
-from ..page_cache import cached_page, uncacheable
+from ..page_cache import cached_page, recent_read, uncacheable
 from ..registrations.forms import RegistrationForm
 from ..registrations.services import register_by_slug, registration_refusal
 from ..types import utcnow
@@ -29,8 +29,12 @@ def upcoming():
     if has_control_characters(audience):
         abort(400)  # no audience holds one, and PostgreSQL refuses a NUL outright
     now = utcnow()
-    return cached_page(services.upcoming_version(now=now, audience=audience), lambda _holes: render_template(
+    return cached_page(_upcoming_version(now, audience), lambda _holes: render_template(
         "events/upcoming.html", events=services.list_upcoming(now=now, audience=audience), audience=audience or ""))
+
+
+def _upcoming_version(now, audience=None) -> tuple:
+    return recent_read(("upcoming", audience), lambda: services.upcoming_version(now=now, audience=audience))
 
 
 def calendar_links(event) -> dict:
@@ -58,7 +62,7 @@ def calendar(slug):
 def feed():
     """Every published upcoming event, METHOD:PUBLISH; cancelled ones as STATUS:CANCELLED."""
     now = utcnow()
-    body = cached_page(services.upcoming_version(now=now), lambda _holes: ical.build_feed(
+    body = cached_page(_upcoming_version(now), lambda _holes: ical.build_feed(
         [calendar_event(e) for e in services.list_upcoming(now=now)],
         name=current_app.config["SITE_NAME"], dtstamp=now), forms=False)
     response = _calendar_response(body, "bijeenkomsten.ics")
@@ -78,9 +82,9 @@ def privacy():
 @bp.get("/e/<slug>")
 def show(slug):
     # The same page for every anonymous visitor, rendered again only when the event changed.
-    # A plain copy of the event's row tells whether it did; the mapped event (with its
-    # history) is loaded only to render.
-    snapshot = services.get_public_event_snapshot(slug)
+    # A plain copy of the event's row tells whether it did (read at most once per
+    # PAGE_CACHE_RECHECK_SECONDS for them); the mapped event is loaded only to render.
+    snapshot = recent_read(("event", slug), lambda: services.get_public_event_snapshot(slug))
     if snapshot is None:
         abort(404)
     now, locale = utcnow(), get_locale()

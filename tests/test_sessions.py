@@ -1,0 +1,94 @@
+"""Session cookies and CSRF tokens are signed by kept serializers (eventsvc/sessions.py) that
+must stay interchangeable with Flask's and Flask-WTF's own: what one writes, the other reads."""
+import hashlib
+from contextlib import contextmanager
+
+import pytest
+from flask import g, session
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from wtforms import ValidationError
+
+from eventsvc.extensions import db
+from eventsvc.sessions import csrf_token
+
+from .test_page_cache import ServerLikeClient, token_on
+from .test_registration import post_form, registrations
+
+
+@pytest.fixture(autouse=True)
+def server_like_clients(app):
+    app.test_client_class = ServerLikeClient
+
+
+@contextmanager
+def a_request(app):
+    """A request of its own. (The app fixture keeps one app context pushed, and the requests
+    would share its `g`, where the request's token is kept.)"""
+    with app.test_request_context("/"):
+        g.pop("csrf_token", None)
+        yield
+
+
+def stock_serializer(app):
+    return SecureCookieSessionInterface().get_signing_serializer(app)
+
+
+def test_the_session_cookie_reads_back_with_flasks_own_serializer_and_the_other_way_round(app):
+    ours = app.session_interface.get_signing_serializer(app)
+    data = {"csrf_token": hashlib.sha1(b"x").hexdigest(), "lang": "en", "registered": {"slug": "a", "n": (1, 2)}}
+    assert stock_serializer(app).loads(ours.dumps(data)) == data
+    # Flask compresses a payload that shrinks ("." in front); ours reads that too.
+    long = {"text": "herhaling " * 200}
+    stock = stock_serializer(app).dumps(long)
+    assert stock.startswith(".") and ours.loads(stock) == long
+    assert not ours.dumps(long).startswith(".")  # never compressed: a session is a few dozen bytes
+
+
+def test_a_rotated_key_still_reads_the_cookies_signed_with_the_old_one(app):
+    old = app.session_interface.get_signing_serializer(app).dumps({"lang": "en"})
+    app.config["SECRET_KEY_FALLBACKS"] = [app.secret_key]
+    app.secret_key = app.config["SECRET_KEY"] = "a-new-secret-key-for-this-test"
+    ours = app.session_interface.get_signing_serializer(app)
+    assert ours.loads(old) == {"lang": "en"}
+    new = ours.dumps({"lang": "nl"})
+    assert stock_serializer(app).loads(new) == {"lang": "nl"}
+    assert new.rsplit(".", 1)[1] != old.rsplit(".", 1)[1]  # signed with the new key
+
+
+def test_our_csrf_token_is_flask_wtfs_token(app):
+    with a_request(app):
+        token = csrf_token()
+        assert generate_csrf() == token == csrf_token()  # one token per request, wherever it is asked for
+        validate_csrf(token)  # Flask-WTF accepts it against the session's secret half
+        assert len(session["csrf_token"]) == 40
+    with a_request(app):
+        with pytest.raises(ValidationError):
+            validate_csrf(token)  # another session: refused
+
+
+def test_flask_wtfs_token_is_ours(app):
+    with a_request(app):
+        token = generate_csrf()
+        assert csrf_token() == token
+    raw = hashlib.sha1(b"a visitor").hexdigest()
+    with a_request(app):
+        session["csrf_token"] = raw
+        theirs = generate_csrf()
+    with a_request(app):
+        session["csrf_token"] = raw
+        assert csrf_token().split(".")[0] == theirs.split(".")[0]  # the same payload; the timestamp may differ
+        validate_csrf(theirs)
+
+
+def test_a_visitor_registers_with_the_token_the_page_gave_them(app, make_event):
+    event = make_event()
+    visitor = app.test_client()
+    token = token_on(visitor.get(f"/e/{event.slug}").get_data(as_text=True))
+    cookie = visitor.get_cookie("session").value
+    assert not cookie.startswith(".")
+    assert stock_serializer(app).loads(cookie)["csrf_token"]
+    assert post_form(visitor, event, csrf_token=token, email="een@example.org").status_code == 303
+    assert post_form(app.test_client(), event, csrf_token=token, email="twee@example.org").status_code == 400
+    db.session.rollback()  # end this test's read snapshot: the requests wrote in sessions of their own
+    assert [r.email for r in registrations()] == ["een@example.org"]
