@@ -16,7 +16,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 def create_app(config=None):
     """Build the app. `config` is a mapping of settings that override the environment."""
     overrides = dict(config or {})
-    app = Flask(__name__, template_folder=str(PROJECT_DIR / "templates"),
+    app = App(__name__, template_folder=str(PROJECT_DIR / "templates"),
                 instance_path=str(PROJECT_DIR / "instance"))
     # (the instance folder itself comes from INSTANCE_DIR in the config)
     app.config.from_object(config_for(overrides.get("EVENTSVC_ENV")))
@@ -48,6 +48,25 @@ def create_app(config=None):
     init_security(app)  # after every blueprint: rate limits attach to registered endpoints
     enforce_production_safety(app)  # last: refuses an unsafe production configuration
     return app
+
+
+class App(Flask):
+    """Flask, asking once per function whether it is a coroutine function. Flask asks
+    before every call of a hook or a view, a dozen times per request, and the answer
+    never changes (inspect.iscoroutinefunction walks the function's wrappers)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._sync[func]
+        except KeyError:
+            sync = self._sync[func] = super().ensure_sync(func)
+            return sync
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
 
 
 class DatabaseId(IntegerConverter):

@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 
 from flask import Response, current_app, has_request_context, request
@@ -318,7 +317,7 @@ def request_id() -> str:
     environ = request.environ
     if _ENVIRON_ID not in environ:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        environ[_ENVIRON_ID] = given if _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        environ[_ENVIRON_ID] = given if _SANE_REQUEST_ID.match(given) else os.urandom(16).hex()
     return environ[_ENVIRON_ID]
 
 

@@ -146,8 +146,16 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     return page.replace(_TOKEN_HOLE, token) if token else page
 
 
+_SHAREABLE = "eventsvc.shareable_request"
+
+
 def _shareable_request() -> bool:
-    return request.method == "GET" and "_flashes" not in session and not _maybe_logged_in()
+    environ = request.environ  # asked twice per page (recent_read, cached_page): answered once
+    shareable = environ.get(_SHAREABLE)
+    if shareable is None:
+        shareable = environ[_SHAREABLE] = (request.method == "GET" and "_flashes" not in session
+                                           and not _maybe_logged_in())
+    return shareable
 
 
 def _maybe_logged_in() -> bool:
