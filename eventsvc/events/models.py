@@ -107,6 +107,14 @@ class EventSnapshot(EventRules):
 
     def __init__(self, row):
         self.__dict__.update(row)
+        self._remembered = {}
+
+    def remember(self, key, work):
+        """`work()`, worked out once per snapshot (it may be shared by many requests)."""
+        value = self._remembered.get(key)
+        if value is None:
+            value = self._remembered[key] = work()
+        return value
 
 
 class EventChange(db.Model):

@@ -60,6 +60,12 @@ _PAGE_COLUMNS = tuple(column.key for column in inspect(Event).column_attrs
 def event_page_version(event: Event | EventSnapshot, locale) -> tuple:
     """What the event's public page is made of, but for the number of seats left:
     every other column, whether it is full, and which plural form the count takes."""
+    if isinstance(event, EventSnapshot):  # never changes, and serves many visitors: worked out once
+        return event.remember(("page_version", str(locale)), lambda: _event_page_version(event, locale))
+    return _event_page_version(event, locale)
+
+
+def _event_page_version(event, locale) -> tuple:
     columns = tuple(getattr(event, key) for key in _PAGE_COLUMNS)
     places = event.places_left
     return columns, event.is_full, None if places is None else locale.plural_form(places)

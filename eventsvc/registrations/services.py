@@ -117,15 +117,15 @@ def _register(context, *, name, email, organisation, role, locale, now):
     registration.registered_at, registration.consent_at, registration.cancelled_at = now, now, None
     registration.reschedule_response = registration.reschedule_response_at = None
     registration.event = event
+    registration.status, registration.waitlisted_at = "confirmed", None
+    db.session.add(registration)
+    # The row is written before the seat is taken: on PostgreSQL taking the seat locks the
+    # event's row until the commit, so everything that can go before it, does.
+    db.session.flush()
     if _take_seat(event, newcomer=True):
-        registration.status, registration.waitlisted_at = "confirmed", None
-        db.session.add(registration)
-        db.session.flush()
         notifications.notify_confirmed(registration, now=now)
     else:
-        registration.status, registration.waitlisted_at = "waitlisted", now
-        db.session.add(registration)
-        db.session.flush()
+        registration.status, registration.waitlisted_at = "waitlisted", now  # written at the commit
         notifications.notify_waitlisted(registration, now=now)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
