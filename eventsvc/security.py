@@ -17,7 +17,8 @@ Rate limits (Flask-Limiter, one limiter per app):
   clients reach the app directly: `X-Forwarded-For` is then ignored, so a
   client cannot choose its own key by sending one.
 - storage: `RATELIMIT_STORAGE_URI`, `memory://` by default (per process: with
-  N gunicorn processes a client gets N times the budget); in production use
+  N gunicorn processes a client gets N times the budget; see ratelimit_storage.py
+  for how old counters are dropped); in production use
   Redis (`redis://host:6379/0`, needs the `redis` package). If the storage is
   unreachable, requests fall back to per-process memory limits and are never
   refused or broken because of it (`RATELIMIT_IN_MEMORY_FALLBACK_ENABLED`,
@@ -42,6 +43,8 @@ from flask_babel import lazy_gettext as _l
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import ratelimit_storage  # noqa: F401  (memory:// without a timer thread per hit)
 
 EXTENSION_KEY = "eventsvc_security"
 

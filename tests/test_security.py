@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -356,6 +357,30 @@ def test_login_is_rate_limited(app, client):
     data = {"csrf_token": token, "email": "nobody@example.org", "username": "nobody", "password": "wrong"}
     statuses = [client.post(path, data=data).status_code for _ in range(3)]
     assert 429 not in statuses[:2] and statuses[2] == 429
+
+
+def test_memory_limits_start_no_thread_per_hit_and_still_drop_old_counters(monkeypatch):
+    from limits import parse
+    from limits.storage import storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    from eventsvc.ratelimit_storage import SweptMemoryStorage
+
+    storage = storage_from_string("memory://")  # what RATELIMIT_STORAGE_URI's default gives
+    assert isinstance(storage, SweptMemoryStorage)
+    started = []
+    monkeypatch.setattr(threading, "Timer", lambda *args, **kwargs: started.append(args))
+    limiter, per_second = FixedWindowRateLimiter(storage), parse("2 per second")
+    for address in range(20):
+        assert limiter.hit(per_second, "register", f"10.0.0.{address}")
+        time.sleep(0.011)  # longer than limits' own timer waits before it walks every counter
+    assert started == []  # limits would have started a thread for (nearly) every hit
+    assert limiter.hit(per_second, "register", "10.0.0.1") and not limiter.hit(per_second, "register", "10.0.0.1")
+    assert len(storage.expirations) == 20
+    time.sleep(1.05)  # every counter has expired; nobody asks for these addresses again
+    storage._next_sweep = 0  # as if SWEEP_SECONDS had passed
+    limiter.hit(per_second, "register", "192.0.2.1")
+    assert list(storage.expirations) == [next(k for k in storage.storage if "192.0.2.1" in k)]
 
 
 def test_every_listed_endpoint_that_exists_is_limited(app):
