@@ -29,6 +29,15 @@ class SweptMemoryStorage(MemoryStorage):
         self._next_sweep = time.monotonic() + SWEEP_SECONDS
         super().__init__(*args, **kwargs)
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        del state["_sweep_lock"]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._sweep_lock = Lock()
+
     # limits calls this (a name-mangled private method) after every hit to start its timer thread.
     def _MemoryStorage__schedule_expiry(self) -> None:
         if time.monotonic() < self._next_sweep or not self._sweep_lock.acquire(blocking=False):
@@ -47,7 +56,7 @@ class SweptMemoryStorage(MemoryStorage):
                 self.storage.pop(key, None)
                 self.expirations.pop(key, None)
                 self.locks.pop(key, None)
-        for key, entries in list(self.events.items()):  # moving windows: entries newest first
+        for key, entries in list(self.events.items()):  # the moving-window strategy's entries
             live = [entry for entry in entries if entry.expiry > now]
             if live:
                 self.events[key] = live

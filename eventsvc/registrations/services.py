@@ -125,7 +125,7 @@ def _register(context, *, name, email, organisation, role, locale, now):
     if _take_seat(event, newcomer=True):
         notifications.notify_confirmed(registration, now=now)
     else:
-        registration.status, registration.waitlisted_at = "waitlisted", now  # written at the commit
+        registration.status, registration.waitlisted_at = "waitlisted", now  # flushed with the notice
         notifications.notify_waitlisted(registration, now=now)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
