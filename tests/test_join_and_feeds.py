@@ -137,6 +137,19 @@ def test_reschedule_moves_reminders_and_an_old_one_is_never_sent(smtp, make_even
     assert sorted(m.status for m in day_before) == ["sent", "superseded"]
 
 
+def test_a_session_moved_back_to_its_first_time_queues_its_reminders_again(make_event, register):
+    event = make_event(day_before_reminder=True)
+    register(event)
+    first = (event.starts_at, event.ends_at)
+    later = event.starts_at + timedelta(days=7)
+    reschedule_event(event, starts_at=later, ends_at=later + timedelta(hours=1), reason="OCW-webinar")
+    reschedule_event(event, starts_at=first[0], ends_at=first[1], reason="Toch de oude datum")
+    pending = db.session.scalars(select(Message).where(Message.status == "pending",
+                                                       Message.kind.in_(("reminder", "day_before")))).all()
+    assert sorted((m.kind, m.payload["starts_at"]) for m in pending) == [
+        ("day_before", first[0].isoformat()), ("reminder", first[0].isoformat())]
+
+
 def test_cancellation_supersedes_reminders_and_promotion_queues_them(make_event, register):
     event = make_event(capacity=1)
     first = register(event)

@@ -3,7 +3,7 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import String, cast, literal, select, update
+from sqlalchemy import String, cast, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
@@ -88,12 +88,27 @@ def enqueue_for_registrants(event, kind: str, payload: dict, now: datetime, *,
 
 
 def supersede_pending(*, event_id: int, kinds: tuple[str, ...], registration_id: int | None = None) -> int:
-    """Mark unsent notices of these kinds as superseded (a newer state replaces them)."""
+    """Mark unsent notices of these kinds as superseded (a newer state replaces them).
+
+    A superseded notice gives up its dedupe key (it gets a suffix): the key is there so a
+    state is never announced twice, and this one was never announced. When the state comes
+    back (a cancelled registration revived, a session moved back to its first time), its
+    notices are queued anew instead of being skipped as duplicates."""
     statement = (
         update(Message)
         .where(Message.event_id == event_id, Message.kind.in_(kinds), Message.status == "pending")
-        .values(status="superseded", locked_until=None)
+        .values(status="superseded", locked_until=None,
+                dedupe_key=Message.dedupe_key + ":superseded:" + cast(Message.id, String))
+        .execution_options(synchronize_session=False)
     )
     if registration_id is not None:
         statement = statement.where(Message.registration_id == registration_id)
     return db.session.execute(statement).rowcount
+
+
+def delete_pending(*, registration_id: int, dedupe_keys: list[str]) -> int:
+    """Delete unsent notices of one registration by their dedupe keys (see notifications.retract)."""
+    return db.session.execute(
+        delete(Message).where(Message.registration_id == registration_id, Message.status == "pending",
+                              Message.dedupe_key.in_(dedupe_keys))
+        .execution_options(synchronize_session=False)).rowcount
