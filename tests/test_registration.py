@@ -53,6 +53,37 @@ def test_full_event_puts_the_registrant_on_the_waiting_list(client, make_event, 
     assert "U staat op de wachtlijst" in page
     assert [r.status for r in registrations()] == ["confirmed", "waitlisted"]
     assert db.session.get(Event, event.id).confirmed_count == 1
+    # The waiting list's notice only: nothing of a confirmation is left queued for them.
+    waiting = registrations()[1]
+    assert [(m.kind, m.status) for m in outbox_of(waiting)] == [("waitlisted", "pending")]
+
+
+def outbox_of(registration):
+    return db.session.scalars(select(Message).where(Message.registration_id == registration.id)
+                              .order_by(Message.id)).all()
+
+
+def test_a_revived_registration_on_a_full_event_keeps_its_history_and_waits(client, make_event, register):
+    event = make_event(capacity=1)
+    zoe = register(event, email="zoe@example.org")
+    cancel_registration(zoe)
+    register(event, email="someone.else@example.org")  # takes the freed seat
+    post_form(client, event)  # Zoë again: now there is no seat
+    db.session.expire_all()
+    assert db.session.get(Registration, zoe.id).status == "waitlisted"
+    assert [(m.kind, m.status) for m in outbox_of(zoe)] == [
+        ("confirmation", "superseded"), ("reminder", "superseded"), ("registration_cancelled", "pending"),
+        ("waitlisted", "pending")]
+
+
+def test_a_revived_registration_gets_its_join_link_reminder_again(client, make_event, register):
+    event = make_event()
+    zoe = register(event, email="zoe@example.org")
+    cancel_registration(zoe)
+    post_form(client, event)
+    db.session.expire_all()
+    pending = sorted(m.kind for m in outbox_of(zoe) if m.status == "pending")
+    assert pending == ["confirmation", "registration_cancelled", "reminder"]
 
 
 def test_duplicate_registration_writes_no_second_row_and_reveals_nothing(client, make_event, register):

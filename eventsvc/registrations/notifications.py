@@ -6,7 +6,7 @@ queued twice for one state, however often the code path runs.
 """
 from datetime import datetime
 
-from ..outbox.services import enqueue, enqueue_all, notice, supersede_pending
+from ..outbox.services import delete_pending, enqueue, enqueue_all, notice, supersede_pending
 from .reminders import reminders_for
 
 # Kinds that describe a state of the registration that a later state replaces.
@@ -19,10 +19,21 @@ def _incarnation(registration) -> str:
     return registration.registered_at.strftime("%Y%m%dT%H%M%S%f")
 
 
-def notify_confirmed(registration, *, now: datetime) -> None:
-    enqueue_all([notice("confirmation", registration=registration,
-                        dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}"),
-                 *reminders_for(registration, now=now)])
+def notify_confirmed(registration, *, now: datetime) -> list[dict]:
+    """Queue the confirmation and the reminders; returns them, for retract()."""
+    notices = [notice("confirmation", registration=registration,
+                      dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}"),
+               *reminders_for(registration, now=now)]
+    enqueue_all(notices)
+    return notices
+
+
+def retract(registration, notices: list[dict]) -> None:
+    """Take back notices queued for `registration` earlier in this transaction.
+
+    Only pending rows with these dedupe keys go: for a registration that was cancelled and
+    is now revived, older rows with the same key were marked superseded on cancelling."""
+    delete_pending(registration_id=registration.id, dedupe_keys=[n["dedupe_key"] for n in notices])
 
 
 def notify_waitlisted(registration, *, now: datetime) -> None:

@@ -119,13 +119,15 @@ def _register(context, *, name, email, organisation, role, locale, now):
     registration.event = event
     registration.status, registration.waitlisted_at = "confirmed", None
     db.session.add(registration)
-    # The row is written before the seat is taken: on PostgreSQL taking the seat locks the
-    # event's row until the commit, so everything that can go before it, does.
     db.session.flush()
-    if _take_seat(event, newcomer=True):
-        notifications.notify_confirmed(registration, now=now)
-    else:
+    # The row and a confirmed registrant's notices are written before the seat is taken: on
+    # PostgreSQL the seat's UPDATE locks the event's row, which every registration for the
+    # event writes, until the commit; so the lock covers that UPDATE and the commit alone.
+    # Without a seat (the rarer case), the notices are taken back before anyone could see them.
+    queued = notifications.notify_confirmed(registration, now=now)
+    if not _take_seat(event, newcomer=True):
         registration.status, registration.waitlisted_at = "waitlisted", now  # flushed with the notice
+        notifications.retract(registration, queued)
         notifications.notify_waitlisted(registration, now=now)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
