@@ -222,6 +222,11 @@ def test_still_attending_is_recorded(logged_in, make_event, register):
     db.session.rollback()
     assert db.session.get(Registration, registration.id).reschedule_response == "attending"
     assert "komt" in logged_in.get(f"/beheer/{event.id}").get_data(as_text=True)
+    # The next move asks again: the answer was about the previous time.
+    post(logged_in, f"/beheer/{event.id}/verplaatsen", date="2031-06-30", start="12:45", end="14:00", reason="y")
+    db.session.rollback()
+    answered = db.session.get(Registration, registration.id)
+    assert (answered.reschedule_response, answered.reschedule_response_at) == (None, None)
 
 
 def test_cancel_an_event_sends_method_cancel_to_all(logged_in, smtp, make_event, register):
