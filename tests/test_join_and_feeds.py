@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from eventsvc.events.management import cancel_event, reschedule_event
 from eventsvc.extensions import db
+from eventsvc.outbox.delivery import BatchResult, _prepare
 from eventsvc.outbox.models import Message
 from eventsvc.registrations.models import Registration
 from eventsvc.registrations.services import cancel_registration, join_state
@@ -148,6 +149,27 @@ def test_a_session_moved_back_to_its_first_time_queues_its_reminders_again(make_
                                                        Message.kind.in_(("reminder", "day_before")))).all()
     assert sorted((m.kind, m.payload["starts_at"]) for m in pending) == [
         ("day_before", first[0].isoformat()), ("reminder", first[0].isoformat())]
+
+
+def test_a_notice_superseded_while_a_worker_sends_it_keeps_its_key(make_event, register):
+    """It may still go out: its key must then keep the same reminder from being queued again."""
+    event = make_event()
+    register(event)
+    [sending] = reminders()
+    key = sending.dedupe_key
+    db.session.execute(update(Message).where(Message.id == sending.id).values(
+        locked_until=datetime.now(timezone.utc) + timedelta(minutes=5), locked_by="worker-1"))
+    db.session.commit()
+    later = event.starts_at + timedelta(days=7)
+    reschedule_event(event, starts_at=later, ends_at=later + timedelta(hours=1), reason="OCW-webinar")
+    old, new = reminders()
+    assert (old.id, old.status, old.dedupe_key) == (sending.id, "superseded", key)
+    assert new.status == "pending" and new.dedupe_key != key
+    # The worker, back from its batch, finds it superseded: it was not sent, so its key goes.
+    result = BatchResult()
+    _prepare([sending.id], "worker-1", result)
+    [old, _new] = reminders()
+    assert (old.status, old.dedupe_key) == ("superseded", f"{key}:superseded:{old.id}") and result.skipped == 1
 
 
 def test_cancellation_supersedes_reminders_and_promotion_queues_them(make_event, register):

@@ -98,3 +98,25 @@ def test_the_last_migration_goes_down_and_up_again(empty_database):
         assert current_heads() == {head}
         assert set(inspect(db.engine).get_table_names()) == tables_at_head
         assert schema_diff() == []
+
+
+def test_notices_superseded_before_the_upgrade_give_up_their_keys(empty_database):
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    with app_on(empty_database):
+        upgrade(revision="bd04e1a0d9a6")
+        rows = [("reminder:7:20310615T104500", "superseded"), ("confirmation:7:20310101T000000", "sent"),
+                ("reminder:8:20310615T104500", "pending")]
+        for key, status in rows:
+            db.session.execute(text(
+                "INSERT INTO messages (kind, dedupe_key, payload, send_after, status, attempts, message_id, "
+                "created_at) VALUES ('custom', :key, '{}', '2031-01-01 00:00:00', :status, 0, :key, "
+                "'2031-01-01 00:00:00')"), {"key": key, "status": status})
+        db.session.commit()
+        upgrade()
+        upgrade()  # nothing more to do at head; a second run changes nothing
+        keys = dict(db.session.execute(text("SELECT status, dedupe_key FROM messages")).all())
+        superseded_id = db.session.scalar(text("SELECT id FROM messages WHERE status = 'superseded'"))
+        assert keys == {"superseded": f"reminder:7:20310615T104500:superseded:{superseded_id}",
+                        "sent": "confirmation:7:20310101T000000", "pending": "reminder:8:20310615T104500"}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db, mail
@@ -23,7 +23,7 @@ from ..observability import count_delivery_failure, observe_delivery
 from ..transaction import unit_of_work
 from ..types import utcnow
 from .mail import render
-from .models import Message
+from .models import Message, superseded_key
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(hours=6)
@@ -179,6 +179,9 @@ def _prepare(ids, worker_id, result) -> list[Prepared]:
         .execution_options(populate_existing=True)).all()
     prepared, superseded, broken = [], [], []
     for message in messages:
+        if message.status == "superseded" and message.locked_by == worker_id:
+            superseded.append(message.id)  # superseded while we held it: unsent, so it gives up its key
+            continue
         if message.status != "pending" or message.locked_by != worker_id:
             result.skipped += 1
             continue
@@ -197,7 +200,10 @@ def _prepare(ids, worker_id, result) -> list[Prepared]:
     if superseded:
         unit_of_work(lambda: db.session.execute(
             update(Message).where(Message.id.in_(superseded))
-            .values(status="superseded", locked_until=None, locked_by=None)))
+            .values(status="superseded", locked_until=None, locked_by=None,
+                    dedupe_key=case((Message.dedupe_key.contains(":superseded:"), Message.dedupe_key),
+                                    else_=superseded_key()))
+            .execution_options(synchronize_session=False)))
         result.skipped += len(superseded)
     for message_id, attempts, error in broken:
         record_failure(message_id, attempts, error, permanent=False, result=result, reason="render")

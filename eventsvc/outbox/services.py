@@ -3,13 +3,13 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import String, cast, delete, literal, select, update
+from sqlalchemy import String, case, cast, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..registrations.models import Registration
 from ..types import utcnow
-from .models import Message
+from .models import Message, superseded_key
 
 COLUMNS = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send_after", "status",
            "attempts", "message_id", "created_at"]
@@ -90,15 +90,15 @@ def enqueue_for_registrants(event, kind: str, payload: dict, now: datetime, *,
 def supersede_pending(*, event_id: int, kinds: tuple[str, ...], registration_id: int | None = None) -> int:
     """Mark unsent notices of these kinds as superseded (a newer state replaces them).
 
-    A superseded notice gives up its dedupe key (it gets a suffix): the key is there so a
-    state is never announced twice, and this one was never announced. When the state comes
-    back (a cancelled registration revived, a session moved back to its first time), its
-    notices are queued anew instead of being skipped as duplicates."""
+    Each gives up its dedupe key (models.superseded_key), except one a worker is sending
+    right now (a live lease): that one may still go out, and then its key must keep the
+    state from being announced again. A worker that finds it superseded before sending
+    gives the key up itself (delivery._prepare)."""
     statement = (
         update(Message)
         .where(Message.event_id == event_id, Message.kind.in_(kinds), Message.status == "pending")
         .values(status="superseded", locked_until=None,
-                dedupe_key=Message.dedupe_key + ":superseded:" + cast(Message.id, String))
+                dedupe_key=case((Message.locked_until > utcnow(), Message.dedupe_key), else_=superseded_key()))
         .execution_options(synchronize_session=False)
     )
     if registration_id is not None:
