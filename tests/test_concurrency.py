@@ -51,6 +51,24 @@ def test_many_threads_racing_for_the_last_seats_never_overbook(app, make_event):
     assert db.session.scalar(notices) == 24
 
 
+def test_reviving_a_cancelled_registration_twice_at_once_takes_one_seat(app, make_event, register):
+    """A double click on the form of a registration cancelled earlier: one revival, one repeat."""
+    event = make_event(capacity=10)
+    event_id, zoe = event.id, register(event, email="zoe@example.org")
+    cancel_registration(zoe)
+
+    def work(i):
+        register(db.session.get(Event, event_id), email="zoe@example.org")
+
+    _in_threads(app, 6, work)
+    revived = db.session.get(Registration, zoe.id)
+    assert revived.status == "confirmed" and db.session.get(Event, event_id).confirmed_count == 1
+    pending = db.session.scalars(select(Message.kind).where(Message.registration_id == zoe.id,
+                                                            Message.status == "pending")).all()
+    assert sorted(k for k in pending if k != "already_registered") == [
+        "confirmation", "registration_cancelled", "reminder"]
+
+
 def test_same_address_at_the_same_time_gives_one_row(app, make_event):
     event_id = make_event(capacity=10).id
 

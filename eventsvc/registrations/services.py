@@ -103,7 +103,10 @@ def _register(context, *, name, email, organisation, role, locale, now):
     if refusal:
         raise ServiceError(refusal)
     key = normalize_email(email)
-    existing = db.session.get(Registration, existing_id) if existing_id is not None else None
+    # Locked (PostgreSQL): of two posts that revive the same cancelled registration at once
+    # (a double click), the second waits here and then finds it active, a repeat.
+    existing = db.session.get(Registration, existing_id, with_for_update=True, populate_existing=True) \
+        if existing_id is not None else None
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
         db.session.refresh(event)
