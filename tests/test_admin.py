@@ -256,6 +256,11 @@ def test_registrations_list_search_and_csv_export(logged_in, make_event, registe
     register(event, name="Ruud van 't Hof", email="ruud@example.org")
     page = logged_in.get(f"/beheer/{event.id}?q=gülşen").get_data(as_text=True)
     assert "Gülşen Yılmaz" in page and "Ruud" not in page
+    # LIKE's wildcards are searched for as they are, not matched against everyone.
+    for wildcard in ("_", "%25", "!"):
+        page = logged_in.get(f"/beheer/{event.id}?q={wildcard}").get_data(as_text=True)
+        assert "Gülşen" not in page and "Ruud" not in page, wildcard
+    assert "Ruud van" in logged_in.get(f"/beheer/{event.id}?q='t h").get_data(as_text=True)
     response = logged_in.get(f"/beheer/{event.id}/aanmeldingen.csv")
     assert response.mimetype == "text/csv"
     body = response.data.decode("utf-8")

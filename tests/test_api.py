@@ -178,6 +178,9 @@ def test_registrations_paging_filters_and_cancel(client, auth, make_event, regis
     assert (page["total"], page["page"], [r["id"] for r in page["items"]]) == (5, 2, [people[2].id, people[3].id])
     waiting = client.get(f"/api/v1/events/{event.slug}/registrations?status=waitlisted", headers=auth).json
     assert waiting["total"] == 3
+    search = f"/api/v1/events/{event.slug}/registrations?q="
+    assert client.get(search + "persoon 3", headers=auth).json["total"] == 1
+    assert [client.get(search + q, headers=auth).json["total"] for q in ("_", "%25", "persoon_3")] == [0, 0, 0]
     cancelled = client.post(f"/api/v1/events/{event.slug}/registrations/{people[0].id}/cancel", headers=auth)
     assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
     db.session.rollback()

@@ -65,6 +65,11 @@ def test_audience_filter(client, make_event):
     make_event(title="Voor leraren", audience="Leraren")
     page = client.get("/?voor=leraren").get_data(as_text=True)
     assert "Voor leraren" in page and "Voor besturen" not in page
+    make_event(title="Voor de 100%-school", audience="100%_teams")
+    for wildcard, shown in (("%25", ["Voor de 100%-school"]), ("_", ["Voor de 100%-school"]), ("r_n", [])):
+        page = client.get(f"/?voor={wildcard}").get_data(as_text=True)
+        titles = [t for t in ("Voor leraren", "Voor besturen", "Voor de 100%-school") if t in page]
+        assert titles == shown, wildcard
 
 
 def test_audience_filter_with_a_control_character_is_a_clear_400(client, make_event):

@@ -5,6 +5,7 @@ from ..events.models import Event
 from ..extensions import db
 from ..outbox.models import Message
 from ..registrations.models import Registration
+from ..search import LIKE_ESCAPE, containing
 
 
 def events_with_counts():
@@ -31,10 +32,10 @@ def registrations_of(event, *, query: str = "", status: str = ""):
     if status in ("confirmed", "waitlisted", "cancelled"):
         statement = statement.where(Registration.status == status)
     if query:
-        like = f"%{query.lower()}%"
-        statement = statement.where(or_(func.lower(Registration.name).like(like),
-                                        Registration.email_normalized.like(like),
-                                        func.lower(Registration.organisation).like(like)))
+        like = containing(query.lower())
+        statement = statement.where(or_(func.lower(Registration.name).like(like, escape=LIKE_ESCAPE),
+                                        Registration.email_normalized.like(like, escape=LIKE_ESCAPE),
+                                        func.lower(Registration.organisation).like(like, escape=LIKE_ESCAPE)))
     return db.session.scalars(statement.order_by(Registration.registered_at, Registration.id).limit(2000)).all()
 
 

@@ -12,6 +12,7 @@ from ..extensions import db
 from ..outbox.models import Message
 from ..registrations.models import Registration
 from ..registrations.services import cancel_registration
+from ..search import LIKE_ESCAPE, containing
 from ..webhooks.models import Webhook
 from ..webhooks.services import create_webhook, deactivate_webhook
 from . import problems
@@ -119,9 +120,9 @@ def list_registrations(query, slug):
     if query.get("status"):
         statement = statement.where(Registration.status == query["status"])
     if query.get("q"):
-        like = f"%{query['q'].lower()}%"
-        statement = statement.where(or_(func.lower(Registration.name).like(like),
-                                        Registration.email_normalized.like(like)))
+        like = containing(query["q"].lower())
+        statement = statement.where(or_(func.lower(Registration.name).like(like, escape=LIKE_ESCAPE),
+                                        Registration.email_normalized.like(like, escape=LIKE_ESCAPE)))
     total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
     page, size = query["page"], query["page_size"]
     items = db.session.scalars(statement.order_by(Registration.registered_at, Registration.id)

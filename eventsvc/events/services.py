@@ -6,6 +6,7 @@ from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
+from ..search import LIKE_ESCAPE, containing
 from ..types import utcnow
 from .models import Event, EventSnapshot
 
@@ -31,7 +32,7 @@ def upcoming_version(*, now: datetime | None = None, audience: str | None = None
 def _upcoming(*, rows: bool, now, audience, region) -> tuple:
     params = {"now": now or utcnow()}
     if audience:
-        params["audience"] = f"%{audience}%"
+        params["audience"] = containing(audience)
     if region:
         params["region"] = region
     return _upcoming_statement(rows, bool(audience), bool(region)), params
@@ -44,7 +45,7 @@ def _upcoming_statement(rows: bool, audience: bool, region: bool):
     query = select(*Event.__table__.columns) if rows else select(Event).options(selectinload(Event.changes))
     query = query.where(Event.status.in_(("published", "cancelled")), Event.ends_at > bindparam("now"))
     if audience:
-        query = query.where(Event.audience.ilike(bindparam("audience")))
+        query = query.where(Event.audience.ilike(bindparam("audience"), escape=LIKE_ESCAPE))
     if region:
         query = query.where(Event.region == bindparam("region"))
     return query.order_by(Event.starts_at, Event.id)
