@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db, mail
@@ -200,9 +200,7 @@ def _prepare(ids, worker_id, result) -> list[Prepared]:
     if superseded:
         unit_of_work(lambda: db.session.execute(
             update(Message).where(Message.id.in_(superseded))
-            .values(status="superseded", locked_until=None, locked_by=None,
-                    dedupe_key=case((Message.dedupe_key.contains(":superseded:"), Message.dedupe_key),
-                                    else_=superseded_key()))
+            .values(status="superseded", locked_until=None, locked_by=None, dedupe_key=superseded_key())
             .execution_options(synchronize_session=False)))
         result.skipped += len(superseded)
     for message_id, attempts, error in broken:

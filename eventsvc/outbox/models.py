@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, cast
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, case, cast
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -44,11 +44,15 @@ class Message(db.Model):
     event = relationship("Event")
 
 
+_SUPERSEDED = ":superseded:"  # also in migrations/versions/0005_superseded_keys.py
+
+
 def superseded_key():
     """The dedupe key a notice gets when it is superseded without being sent (SQL, per row).
 
     The key is there so that one state is never announced twice. A superseded notice never
     announced its state, so it gives the key up: when that state comes back (a cancelled
     registration revived, a session moved back to its first time), its notice is queued anew
-    instead of being skipped as a duplicate."""
-    return Message.dedupe_key + ":superseded:" + cast(Message.id, String)
+    instead of being skipped as a duplicate. A key given up already stays as it is."""
+    return case((Message.dedupe_key.contains(_SUPERSEDED), Message.dedupe_key),
+                else_=Message.dedupe_key + _SUPERSEDED + cast(Message.id, String))
