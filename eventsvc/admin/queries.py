@@ -1,11 +1,11 @@
 """Read-only figures for the organiser pages."""
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from ..events.models import Event
 from ..extensions import db
 from ..outbox.models import Message
 from ..registrations.models import Registration
-from ..search import LIKE_ESCAPE, containing
+from ..search import any_contains
 
 
 def events_with_counts():
@@ -32,10 +32,9 @@ def registrations_of(event, *, query: str = "", status: str = ""):
     if status in ("confirmed", "waitlisted", "cancelled"):
         statement = statement.where(Registration.status == status)
     if query:
-        like = containing(query.lower())
-        statement = statement.where(or_(func.lower(Registration.name).like(like, escape=LIKE_ESCAPE),
-                                        Registration.email_normalized.like(like, escape=LIKE_ESCAPE),
-                                        func.lower(Registration.organisation).like(like, escape=LIKE_ESCAPE)))
+        statement = statement.where(any_contains(query.lower(), func.lower(Registration.name),
+                                                 Registration.email_normalized,
+                                                 func.lower(Registration.organisation)))
     return db.session.scalars(statement.order_by(Registration.registered_at, Registration.id).limit(2000)).all()
 
 

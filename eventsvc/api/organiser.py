@@ -2,7 +2,7 @@
 
 from flask import g, request
 from flask_smorest import Blueprint, abort
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from ..auth.tokens import organiser_for_token
 from ..events import management
@@ -12,7 +12,7 @@ from ..extensions import db
 from ..outbox.models import Message
 from ..registrations.models import Registration
 from ..registrations.services import cancel_registration
-from ..search import LIKE_ESCAPE, containing
+from ..search import any_contains
 from ..webhooks.models import Webhook
 from ..webhooks.services import create_webhook, deactivate_webhook
 from . import problems
@@ -120,9 +120,8 @@ def list_registrations(query, slug):
     if query.get("status"):
         statement = statement.where(Registration.status == query["status"])
     if query.get("q"):
-        like = containing(query["q"].lower())
-        statement = statement.where(or_(func.lower(Registration.name).like(like, escape=LIKE_ESCAPE),
-                                        Registration.email_normalized.like(like, escape=LIKE_ESCAPE)))
+        statement = statement.where(any_contains(query["q"].lower(), func.lower(Registration.name),
+                                                 Registration.email_normalized))
     total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
     page, size = query["page"], query["page_size"]
     items = db.session.scalars(statement.order_by(Registration.registered_at, Registration.id)
