@@ -151,11 +151,15 @@ def test_check_command_exit_codes(tmp_path):
     assert "configuration OK" not in strict.output
 
 
-def _flask_check(app_path, env_overrides, cwd):
+def _python(args, env_overrides, cwd, instance_dir):
+    """`python ARGS` in a process of its own, with none of this shell's eventsvc settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTSVC_", "FLASK_", "MAIL_"))}
-    env.update({"PYTHONPATH": str(ROOT), "EVENTSVC_INSTANCE_DIR": str(cwd / "instance"), **env_overrides})
-    return subprocess.run([sys.executable, "-m", "flask", "--app", app_path, "check"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env.update({"PYTHONPATH": str(ROOT), "EVENTSVC_INSTANCE_DIR": str(instance_dir), **env_overrides})
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _flask_check(app_path, env_overrides, cwd):
+    return _python(["-m", "flask", "--app", app_path, "check"], env_overrides, cwd, cwd / "instance")
 
 
 PRODUCTION_ENV = {"EVENTSVC_ENV": "production", "SECRET_KEY": GOOD_KEY, "DATABASE_URL": PG_URL,
@@ -198,12 +202,9 @@ def test_flask_app_wsgi_check(tmp_path):
 def test_a_process_started_from_wsgi_keeps_its_startup_objects_out_of_full_collections(tmp_path):
     """gunicorn and the outbox worker load `wsgi`: what it builds is frozen, so a full
     collection walks only what requests made since (not a 70–90 ms pause for everyone)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTSVC_", "FLASK_", "MAIL_"))}
-    env.update({"PYTHONPATH": str(ROOT), "EVENTSVC_INSTANCE_DIR": str(tmp_path / "instance"), **PRODUCTION_ENV})
     probe = ("import gc, wsgi\n"
              "print(gc.get_freeze_count(), len(gc.get_objects()), wsgi.app.name)\n")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = _python(["-c", probe], PRODUCTION_ENV, ROOT, tmp_path / "instance")
     assert done.returncode == 0, done.stderr
     frozen, tracked, name = done.stdout.split()
     assert name == "eventsvc"
