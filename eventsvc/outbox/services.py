@@ -22,12 +22,17 @@ def _insert_skipping_duplicates(select_or_rows):
     executemany with one constant statement, which SQLAlchemy compiles once
     per process (a VALUES list built per call would be compiled every time).
     """
-    dialect = db.session.get_bind().dialect.name
+    session = db.session()
+    dialect = session.get_bind().dialect.name
     if isinstance(select_or_rows, list):
         statement, parameters = _insert_rows_skipping_duplicates(dialect), select_or_rows
     else:
         statement, parameters = _skipping_duplicates(_insert(dialect).from_select(COLUMNS, select_or_rows)), None
-    return db.session.execute(statement, parameters, execution_options={"preserve_rowcount": True}).rowcount
+    # As plain SQL on the session's connection: the ORM's execution path costs more than the INSERT,
+    # and every registration runs this. What the session still holds is written first, as an ORM
+    # execute would (autoflush): the rows refer to registrations, and a SELECT reads them.
+    session.flush()
+    return session.connection().execute(statement, parameters, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def _insert(dialect: str):

@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import ServiceError
 from ..events.models import Event
@@ -21,7 +23,7 @@ from ..observability import count_registration
 from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
 from ..transaction import unit_of_work
 from ..types import utcnow
-from .models import Registration
+from .models import Registration, new_token
 from . import notifications
 from ..webhooks import services as webhooks
 from ..webhooks.models import Webhook
@@ -114,15 +116,10 @@ def _register(context, *, name, email, organisation, role, locale, now):
     if not registrations_per_address_allowed(key, now, recent=recent_of_address):
         raise ServiceError(ADDRESS_CAP_MESSAGE, field="email")
 
-    registration = existing or Registration(event_id=event.id, email_normalized=key)
-    registration.name, registration.email = name, email.strip()
-    registration.organisation, registration.role, registration.locale = organisation, role, locale
-    registration.registered_at, registration.consent_at, registration.cancelled_at = now, now, None
-    registration.reschedule_response = registration.reschedule_response_at = None
-    registration.event = event
-    registration.status, registration.waitlisted_at = "confirmed", None
-    db.session.add(registration)
-    db.session.flush()
+    values = dict(name=name, email=email.strip(), organisation=organisation, role=role, locale=locale,
+                  registered_at=now, consent_at=now, cancelled_at=None, status="confirmed", waitlisted_at=None,
+                  reschedule_response=None, reschedule_response_at=None)
+    registration = _revive(existing, values, event) if existing is not None else _insert(event, key, values)
     # The row and a confirmed registrant's notices are written before the seat is taken: on
     # PostgreSQL the seat's UPDATE locks the event's row, which every registration for the
     # event writes, until the commit; so the lock covers that UPDATE and the commit alone.
@@ -136,6 +133,29 @@ def _register(context, *, name, email, organisation, role, locale, now):
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
                       subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
     return RegistrationResult(registration, registration.status)
+
+
+def _revive(registration: Registration, values: dict, event: Event) -> Registration:
+    for column, value in values.items():
+        setattr(registration, column, value)
+    registration.event = event
+    db.session.flush()
+    return registration
+
+
+def _insert(event: Event, email_normalized: str, values: dict) -> Registration:
+    """A new registration's row, written with one plain INSERT; returned as the session's object for it.
+
+    The ORM's flush of a new object costs several times the INSERT itself, and on SQLite
+    it runs while this process holds the database's only write lock (transaction.py)."""
+    values = dict(values, event_id=event.id, email_normalized=email_normalized, token=new_token(),
+                  first_joined_at=None)
+    values["id"] = db.session.connection().execute(_INSERT_REGISTRATION, values).inserted_primary_key[0]
+    registration = Registration(**values)
+    make_transient_to_detached(registration)  # as if just loaded: persistent once added, nothing to flush
+    db.session.add(registration)
+    set_committed_value(registration, "event", event)
+    return registration
 
 
 def _context_params(email: str, now: datetime, **where) -> dict:
@@ -155,6 +175,7 @@ _CONTEXT = (
 )
 _CONTEXT_BY_SLUG = select(Event, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
 _CONTEXT_BY_ID = select(Event, *_CONTEXT).where(Event.id == bindparam("event_id"))
+_INSERT_REGISTRATION = insert(Registration.__table__)
 _TAKE_SEAT = (
     update(Event)
     .where(Event.id == bindparam("seat_event_id"))
