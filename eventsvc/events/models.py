@@ -48,6 +48,10 @@ class EventRules:
     def has_ended(self, now: datetime) -> bool:
         return now >= self.ends_at
 
+    def reminder_lead(self, default_minutes: int) -> timedelta:
+        minutes = self.reminder_lead_minutes if self.reminder_lead_minutes is not None else default_minutes
+        return timedelta(minutes=minutes)
+
 
 class Event(EventRules, db.Model):
     __tablename__ = "events"
@@ -96,9 +100,6 @@ class Event(EventRules, db.Model):
     def latest_change(self) -> "EventChange | None":
         return self.changes[-1] if self.changes else None
 
-    def reminder_lead(self, default_minutes: int) -> timedelta:
-        minutes = self.reminder_lead_minutes if self.reminder_lead_minutes is not None else default_minutes
-        return timedelta(minutes=minutes)
 
 
 class EventSnapshot(EventRules):

@@ -19,11 +19,11 @@ def _incarnation(registration) -> str:
     return registration.registered_at.strftime("%Y%m%dT%H%M%S%f")
 
 
-def notify_confirmed(registration, *, now: datetime) -> list[dict]:
+def notify_confirmed(registration, event, *, now: datetime) -> list[dict]:
     """Queue the confirmation and the reminders; returns them, for retract()."""
     notices = [notice("confirmation", registration=registration,
                       dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}"),
-               *reminders_for(registration, now=now)]
+               *reminders_for(registration, event, now=now)]
     enqueue_all(notices)
     return notices
 
@@ -45,7 +45,7 @@ def notify_promoted(registration, *, now: datetime) -> None:
     supersede_pending(event_id=registration.event_id, kinds=("waitlisted",), registration_id=registration.id)
     enqueue_all([notice("promoted", registration=registration,
                         dedupe_key=f"promoted:{registration.id}:{_incarnation(registration)}"),
-                 *reminders_for(registration, now=now)])
+                 *reminders_for(registration, registration.event, now=now)])
 
 
 def notify_already_registered(registration, *, now: datetime) -> None:

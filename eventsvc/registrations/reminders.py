@@ -20,11 +20,10 @@ def _moments(event, now: datetime):
     return moments
 
 
-def reminders_for(registration, *, now: datetime) -> list[dict]:
-    """The reminders for one newly confirmed registrant, to queue with their other notices.
-    Someone who registers after the reminder's time gets no reminder: the confirmation
-    already carries the join link."""
-    event = registration.event
+def reminders_for(registration, event, *, now: datetime) -> list[dict]:
+    """The reminders for one newly confirmed registrant of `event` (mapped, or its snapshot), to
+    queue with their other notices. Someone who registers after the reminder's time gets no
+    reminder: the confirmation already carries the join link."""
     return [notice(kind, registration=registration, send_after=send_after,
                    payload={"starts_at": event.starts_at.isoformat()},
                    dedupe_key=f"{kind}:{registration.id}:{event.starts_at:%Y%m%dT%H%M%S}")

@@ -12,10 +12,9 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import ServiceError
-from ..events.models import Event
+from ..events.models import Event, EventSnapshot
 from ..events.services import possible_slug
 from ..extensions import db
 from ..formatting import current_locale, format_moment
@@ -63,7 +62,7 @@ def register(event: Event, *, name: str, email: str, organisation: str = "", rol
              locale: str = "nl", now: datetime | None = None) -> RegistrationResult:
     """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
     def work(now):
-        context = db.session.execute(_CONTEXT_BY_ID, _context_params(email, now, event_id=event.id)).one()
+        context = _read_context(_CONTEXT_BY_ID, _context_params(email, now, event_id=event.id))
         return _register(context, name=name, email=email, organisation=organisation, role=role,
                          locale=locale, now=now)
     return _counted(work, now)
@@ -77,7 +76,7 @@ def register_by_slug(slug: str, *, name: str, email: str, organisation: str = ""
         return None
 
     def work(now):
-        context = db.session.execute(_CONTEXT_BY_SLUG, _context_params(email, now, slug=slug)).first()
+        context = _read_context(_CONTEXT_BY_SLUG, _context_params(email, now, slug=slug))
         return context and _register(context, name=name, email=email, organisation=organisation, role=role,
                                      locale=locale, now=now)
     return _counted(work, now)
@@ -111,7 +110,7 @@ def _register(context, *, name, email, organisation, role, locale, now):
         if existing_id is not None else None
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
-        db.session.refresh(event)
+        event = _read_event(event.id)  # as it is now: the lock above may have waited for another post
         return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed", repeat=True)
     if not registrations_per_address_allowed(key, now, recent=recent_of_address):
         raise ServiceError(ADDRESS_CAP_MESSAGE, field="email")
@@ -119,12 +118,12 @@ def _register(context, *, name, email, organisation, role, locale, now):
     values = dict(name=name, email=email.strip(), organisation=organisation, role=role, locale=locale,
                   registered_at=now, consent_at=now, cancelled_at=None, status="confirmed", waitlisted_at=None,
                   reschedule_response=None, reschedule_response_at=None)
-    registration = _revive(existing, values, event) if existing is not None else _insert(event, key, values)
+    registration = _revive(existing, values) if existing is not None else _insert(event, key, values)
     # The row and a confirmed registrant's notices are written before the seat is taken: on
     # PostgreSQL the seat's UPDATE locks the event's row, which every registration for the
     # event writes, until the commit; so the lock covers that UPDATE and the commit alone.
     # Without a seat (the rarer case), the notices are taken back before anyone could see them.
-    queued = notifications.notify_confirmed(registration, now=now)
+    queued = notifications.notify_confirmed(registration, event, now=now)
     if not _take_seat(event, newcomer=True):
         registration.status, registration.waitlisted_at = "waitlisted", now  # flushed with the notice
         notifications.retract(registration, queued)
@@ -135,15 +134,14 @@ def _register(context, *, name, email, organisation, role, locale, now):
     return RegistrationResult(registration, registration.status)
 
 
-def _revive(registration: Registration, values: dict, event: Event) -> Registration:
+def _revive(registration: Registration, values: dict) -> Registration:
     for column, value in values.items():
         setattr(registration, column, value)
-    registration.event = event
     db.session.flush()
     return registration
 
 
-def _insert(event: Event, email_normalized: str, values: dict) -> Registration:
+def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> Registration:
     """A new registration's row, written with one plain INSERT; returned as the session's object for it.
 
     The ORM's flush of a new object costs several times the INSERT itself, and on SQLite
@@ -154,8 +152,25 @@ def _insert(event: Event, email_normalized: str, values: dict) -> Registration:
     registration = Registration(**values)
     make_transient_to_detached(registration)  # as if just loaded: persistent once added, nothing to flush
     db.session.add(registration)
-    set_committed_value(registration, "event", event)
     return registration
+
+
+def _read_context(statement, params: dict) -> tuple | None:
+    """(event, existing_id, recent_of_address, any_webhook), or None when there is no such event.
+
+    The event comes as a plain copy of its row (EventSnapshot, with the same rules): read as
+    plain SQL, because loading the mapped event costs several times the query, and on SQLite
+    this runs while the process holds the database's only write lock (transaction.py)."""
+    row = db.session.connection().execute(statement, params).first()
+    if row is None:
+        return None
+    values = row._mapping
+    return (EventSnapshot({key: values[key] for key in _EVENT_COLUMNS}),
+            values["existing_id"], values["recent_of_address"], values["any_webhook"])
+
+
+def _read_event(event_id: int) -> EventSnapshot:
+    return EventSnapshot(db.session.connection().execute(_EVENT_BY_ID, {"event_id": event_id}).one()._mapping)
 
 
 def _context_params(email: str, now: datetime, **where) -> dict:
@@ -173,8 +188,11 @@ _CONTEXT = (
     recent_registrations_of_address().scalar_subquery().label("recent_of_address"),
     select(Webhook.id).where(Webhook.is_active.is_(True)).exists().label("any_webhook"),
 )
-_CONTEXT_BY_SLUG = select(Event, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
-_CONTEXT_BY_ID = select(Event, *_CONTEXT).where(Event.id == bindparam("event_id"))
+_EVENT_COLUMNS = tuple(Event.__table__.columns.keys())
+_CONTEXT_BY_SLUG = select(*Event.__table__.columns, *_CONTEXT).where(Event.slug == bindparam("slug"),
+                                                                     Event.status != "draft")
+_CONTEXT_BY_ID = select(*Event.__table__.columns, *_CONTEXT).where(Event.id == bindparam("event_id"))
+_EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
 _INSERT_REGISTRATION = insert(Registration.__table__)
 _TAKE_SEAT = (
     update(Event)
