@@ -2,7 +2,14 @@
 
 `select_locale()` (in `eventsvc/__init__.py`) prefers `session["lang"]` over the
 browser's Accept-Language, so the choice made here wins on every later request.
-The form posts with the app's CSRF token (CSRFProtect covers every POST view).
+
+The switcher in every page's header is two plain links (`GET /taal?lang=en&next=/e/slug`),
+as in pretix and pretalx. A link needs no CSRF token, so a page without a form of its own
+(the upcoming list, the privacy statement, a registrant's page) gives a new visitor no
+session cookie at all, and the shared page cache serves it as it is. Another site can make
+a browser follow such a link; all it can do is pick this site's language for that visitor,
+who can pick again. The link is `rel="nofollow"` and its answer is never cached or indexed.
+A form posted from a page of an earlier version still works (with its CSRF token).
 """
 from urllib.parse import urlsplit
 
@@ -45,19 +52,23 @@ def choose_the_locale_per_request():
     refresh()
 
 
-@bp.post("/taal")
+@bp.route("/taal", methods=["GET", "POST"])
 def switch():
-    lang = request.form.get("lang", "")
+    values = request.args if request.method == "GET" else request.form
+    lang = values.get("lang", "")
     if lang not in LANGUAGES:
         abort(400)
     session["lang"] = lang
     session.permanent = True  # remembered for PERMANENT_SESSION_LIFETIME, not just this browser session
-    return redirect(safe_next(request.form.get("next")), 303)
+    response = redirect(safe_next(values.get("next")), 303)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
 
 
 @bp.app_context_processor
 def switcher_context():
-    """Where base.html's switcher posts to; only inside a request (mails are rendered without one)."""
+    """Where base.html's switcher links to; only inside a request (mails are rendered without one)."""
     if not has_request_context():
         return {}
     return {"language_switch_url": url_for("i18n.switch")}

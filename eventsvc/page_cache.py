@@ -127,8 +127,8 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     `version` must change whenever anything else the page shows changes, apart
     from the URL, the language and the CSRF token, which are part of the key here;
     a `render` that finds other data than `version` describes returns uncacheable(page).
-    `forms=False` for a page without forms (a calendar feed): no CSRF token, so
-    no session cookie either.
+    `forms=False` for a page without a POST form (the upcoming list, a calendar feed):
+    no CSRF token, so no session cookie either.
     """
     if not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
         return render(holes)

@@ -277,11 +277,12 @@ def test_login_never_redirects_off_site(app, organiser):
 
 
 def test_language_switch_never_redirects_off_site(app, client):
-    token = csrf_token(client, "/")
+    token = csrf_token(client, "/inloggen")
     for target in HOSTILE_TARGETS:
-        response = client.post("/taal", data={"lang": "en", "next": target, "csrf_token": token})
-        assert response.status_code == 303
-        assert _stays_on_site(response.headers["Location"]), (target, response.headers["Location"])
+        for response in (client.get("/taal", query_string={"lang": "en", "next": target}),
+                         client.post("/taal", data={"lang": "en", "next": target, "csrf_token": token})):
+            assert response.status_code == 303
+            assert _stays_on_site(response.headers["Location"]), (target, response.headers["Location"])
 
 
 # --- CSRF --------------------------------------------------------------------------------------------

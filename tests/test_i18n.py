@@ -1,8 +1,10 @@
 """Dutch first, English second: the catalogue, the language choice, English mail and dates."""
+import html
 import io
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from babel.messages.catalog import Catalog
@@ -157,20 +159,36 @@ def test_switcher_is_in_the_header_with_the_current_language_marked(client, make
     event = make_event()
     page = client.get(f"/e/{event.slug}?voor=x", headers=DUTCH).get_data(as_text=True)
     header = page.split('<header class="site-header">', 1)[1].split("</header>", 1)[0]
-    form = re.search(r'<form class="language-switch" method="post" action="/taal"[^>]*>(.*?)</form>', header, re.S)
-    assert form, header
-    assert re.search(r'name="csrf_token" value="[^"]+"', form.group(1))
-    assert f'name="next" value="/e/{event.slug}?voor=x"' in form.group(1)
-    buttons = dict(re.findall(r'<button[^>]*value="(nl|en)"([^>]*)>', form.group(1)))
-    assert set(buttons) == {"nl", "en"}
-    assert 'aria-current="true"' not in buttons["en"]
-    assert re.search(r'lang="nl"\s+aria-current="true"|aria-current="true"[^>]*lang="nl"',
-                     form.group(0)), form.group(0)
+    switcher = re.search(r'<nav class="language-switch" aria-label="Taal">(.*?)</nav>', header, re.S)
+    assert switcher, header
+    links = {lang: (href, rest) for href, lang, rest in
+             re.findall(r'<a href="([^"]+)" lang="(nl|en)"([^>]*)>', switcher.group(1))}
+    assert set(links) == {"nl", "en"}
+    href = urlsplit(html.unescape(links["en"][0]))
+    assert href.path == "/taal" and parse_qs(href.query) == {"lang": ["en"], "next": [f"/e/{event.slug}?voor=x"]}
+    assert 'rel="nofollow"' in links["en"][1] and 'aria-current' not in links["en"][1]
+    assert 'aria-current="true"' in links["nl"][1]
 
 
 def switch(client, lang, next_path, headers=ENGLISH):
-    return client.post("/taal", data={"lang": lang, "next": next_path, "csrf_token": csrf_token(client, "/")},
-                       headers=headers)
+    """Follow the switcher's link for `lang`, as a browser does."""
+    return client.get("/taal", query_string={"lang": lang, "next": next_path}, headers=headers)
+
+
+def test_a_page_without_a_form_of_its_own_gives_a_new_visitor_no_session(client, make_event):
+    make_event()
+    response = client.get("/", headers=DUTCH)
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    page = response.get_data(as_text=True)
+    assert 'name="csrf_token"' not in page and 'href="/taal?lang=en&amp;next=/"' in page
+
+
+def test_the_switch_answer_is_never_cached_or_indexed(client, make_event):
+    event = make_event()
+    response = switch(client, "en", f"/e/{event.slug}")
+    assert response.status_code == 303 and response.headers["Location"] == f"/e/{event.slug}"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "noindex" in response.headers["X-Robots-Tag"]
 
 
 def test_explicit_choice_overrides_the_browser_and_is_remembered(client, make_event):
@@ -189,19 +207,24 @@ def test_explicit_choice_overrides_the_browser_and_is_remembered(client, make_ev
     switch(client, "en", path, headers=DUTCH)
     page = client.get(path, headers=DUTCH).get_data(as_text=True)
     assert "Who is it for?" in page and '<html lang="en">' in page
-    assert re.search(r'lang="en"\s+aria-current="true"', page)
+    assert re.search(r'lang="en" hreflang="en"\s+rel="nofollow" aria-current="true"', page)
 
 
-def test_switch_needs_a_csrf_token_and_a_known_language(client, make_event):
+def test_switch_needs_a_known_language_and_a_post_needs_a_csrf_token(client, make_event):
     event = make_event()
     path = f"/e/{event.slug}"
+    # A form posted from a page of an earlier version still works, with its token only.
     refused = client.post("/taal", data={"lang": "en", "next": path}, headers=DUTCH)
     assert refused.status_code == 400
     assert "Voor wie?" in client.get(path, headers=DUTCH).get_data(as_text=True)
-    assert switch(client, "fr", path).status_code == 400
-    assert switch(client, "", path).status_code == 400
+    for lang in ("fr", "", None):
+        assert client.get("/taal", query_string={"lang": lang, "next": path}).status_code == 400
     with client.session_transaction() as session:
         assert "lang" not in session
+    posted = client.post("/taal", data={"lang": "en", "next": path, "csrf_token": csrf_token(client, path)},
+                         headers=DUTCH)
+    assert posted.status_code == 303 and posted.headers["Location"] == path
+    assert "Who is it for?" in client.get(path, headers=DUTCH).get_data(as_text=True)
 
 
 @pytest.mark.parametrize("target", [

@@ -30,7 +30,8 @@ def upcoming():
         abort(400)  # no audience holds one, and PostgreSQL refuses a NUL outright
     now = utcnow()
     return cached_page(_upcoming_version(now, audience), lambda _holes: render_template(
-        "events/upcoming.html", events=services.list_upcoming(now=now, audience=audience), audience=audience or ""))
+        "events/upcoming.html", events=services.list_upcoming(now=now, audience=audience), audience=audience or ""),
+        forms=False)  # its one form (the audience filter) is a GET
 
 
 def _upcoming_version(now, audience=None) -> tuple:

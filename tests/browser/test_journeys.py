@@ -63,7 +63,7 @@ def choose_language(page, lang):
     if lang == "nl":
         expect(page.locator("html")).to_have_attribute("lang", "nl")
         return
-    switcher = page.get_by_role("banner").get_by_role("button", name=TEXT[lang]["switch"], exact=True)
+    switcher = page.get_by_role("banner").get_by_role("link", name=TEXT[lang]["switch"], exact=True)
     expect(switcher).to_be_visible()
     switcher.click()
     expect(page.locator("html")).to_have_attribute("lang", lang)

@@ -14,9 +14,9 @@ def test_the_language_switch_shows_english_and_is_remembered(live, page):
     expect(page.locator("dl.facts").first).to_contain_text("Wanneer")
 
     header = page.get_by_role("banner")
-    english = header.get_by_role("button", name="English", exact=True)
+    english = header.get_by_role("link", name="English", exact=True)
     expect(english).to_be_visible()  # the switcher is in the header of every page
-    expect(header.get_by_role("button", name="Nederlands", exact=True)).to_have_attribute("aria-current", "true")
+    expect(header.get_by_role("link", name="Nederlands", exact=True)).to_have_attribute("aria-current", "true")
     english.click()
 
     # Back on the same page, now in English: the page's language, its text and its dates.
@@ -27,7 +27,7 @@ def test_the_language_switch_shows_english_and_is_remembered(live, page):
     when = page.locator("dl.facts dd").first.inner_text()
     assert re.search(r"(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday) \d+ \w+ \d{4}, \d\d:\d\d–\d\d:\d\d",
                      when), when
-    expect(header.get_by_role("button", name="English", exact=True)).to_have_attribute("aria-current", "true")
+    expect(header.get_by_role("link", name="English", exact=True)).to_have_attribute("aria-current", "true")
 
     # Remembered: the next page (a plain link, no parameter) is English too, despite a Dutch browser.
     header.get_by_role("link", name=live.app.config["SITE_NAME"]).click()
@@ -36,7 +36,7 @@ def test_the_language_switch_shows_english_and_is_remembered(live, page):
     expect(page.get_by_role("heading", level=1)).to_have_text("Events")
 
     # And back.
-    header.get_by_role("button", name="Nederlands", exact=True).click()
+    header.get_by_role("link", name="Nederlands", exact=True).click()
     expect(page.locator("html")).to_have_attribute("lang", "nl")
     expect(page.get_by_role("heading", level=1)).to_have_text("Bijeenkomsten")
 
