@@ -3,6 +3,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from flask import Flask, has_request_context, request, session
+from babel import Locale
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 from werkzeug.routing import IntegerConverter
@@ -77,13 +78,17 @@ class DatabaseId(IntegerConverter):
         super().__init__(url_map, min=1, max=2**31 - 1)
 
 
+# Flask-Babel parses what the selector returns on every request; a Locale it takes as it is.
+_LOCALES = {code: Locale.parse(code) for code in ("nl", "en")}
+
+
 def select_locale():
     if not has_request_context():
         return None  # CLI and worker: the default, or what force_locale() says
     choice = session.get("lang")
-    if choice in ("nl", "en"):
-        return choice
-    return _best_language(request.headers.get("Accept-Language", ""))
+    if choice in _LOCALES:
+        return _LOCALES[choice]
+    return _LOCALES[_best_language(request.headers.get("Accept-Language", ""))]
 
 
 @lru_cache(maxsize=256)
