@@ -1,0 +1,144 @@
+"""Instructions per registration, counted by valgrind: a figure the machine's load does not move.
+
+    python -m bench.instructions                          # eventsvc and the minimal-insert ceiling, SQLite
+    python -m bench.instructions --backends sqlite,postgresql --count 200
+    python -m bench.instructions --targets eventsvc       # one side of an A/B: run, change, run again
+
+Throughput and latency on this shared machine swing by ±15% between runs of the same
+code, so a change worth 3% cannot be seen in them. Here each target runs in one process
+under `valgrind --tool=callgrind`, which counts the instructions the process executes
+(not time: cache misses, waiting and the kernel's work are not in it). The process does
+what a load-generator user does, through Flask's test client: GET the form (token, cookie),
+POST it with a unique email, `--warmup` times unmeasured; then callgrind's counters are
+zeroed, `--count` registrations run, and the counters are dumped. The same code on the same
+input counts the same whether the machine is quiet or busy (seen: identical to 0.1%), so a
+change can be compared with its parent exactly. Each target takes 1–2 minutes (valgrind
+runs Python about 50 times slower). Needs valgrind (`apt-get install valgrind`).
+
+The test client's own work is counted too (the same for every target), so the ratio
+understates the gap between the app and the ceiling; `make bench` gives the real one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import PYTHON, app_env, appdata, make_workdir, migrate, throwaway_database
+from .procs import ROOT
+
+TARGETS = ("eventsvc", "minimal-insert")
+SLUG = "bench-instructions"
+_DUMP = "measured"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default=",".join(TARGETS), help="eventsvc and/or minimal-insert")
+    parser.add_argument("--backends", default="sqlite", help="sqlite and/or postgresql")
+    parser.add_argument("--count", type=int, default=100, help="measured registrations")
+    parser.add_argument("--warmup", type=int, default=30, help="registrations before the counters are zeroed")
+    parser.add_argument("--drive", choices=TARGETS, help=argparse.SUPPRESS)  # inside valgrind
+    args = parser.parse_args(argv)
+    if args.drive:
+        drive(args.drive, args.count, args.warmup)
+        return 0
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
+    workdir = make_workdir()
+    try:
+        for backend in [b for b in args.backends.split(",") if b]:
+            counts = {target: count_target(target, backend, workdir, args.count, args.warmup) for target in targets}
+            for target, per_registration in counts.items():
+                line = f"{backend:10} {target:15} {per_registration / 1e6:8.3f} M instructions per registration"
+                if target != "minimal-insert" and "minimal-insert" in counts:
+                    line += f"  (minimal-insert ÷ {target}: {counts['minimal-insert'] / per_registration:.0%})"
+                print(line, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def count_target(target: str, backend: str, workdir: Path, count: int, warmup: int) -> float:
+    """Run `target` under callgrind in a throw-away database; instructions per measured registration."""
+    with throwaway_database(backend, workdir, f"instr-{target}") as url:
+        env = app_env(url, workdir / f"instance-{target}")
+        if target == "eventsvc":
+            migrate(env)
+            appdata(env, "create-events", json.dumps([{"slug": SLUG, "capacity": count + warmup + 100}]))
+        out = workdir / f"callgrind-{backend}-{target}.out"
+        started = time.monotonic()
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        PYTHON, "-m", "bench.instructions", "--drive", target,
+                        "--count", str(count), "--warmup", str(warmup)],
+                       env=env, cwd=ROOT, check=True, timeout=1800,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"[instructions] {backend} {target}: {time.monotonic() - started:.0f} s under valgrind",
+              file=sys.stderr, flush=True)
+        return measured_instructions(out) / count
+
+
+def measured_instructions(out: Path) -> int:
+    """The instruction total of the dump taken at the end of the measured loop."""
+    for dump in sorted(out.parent.glob(out.name + "*")):
+        text = dump.read_text(errors="replace")
+        if f"Trigger: Client Request: {_DUMP}" in text or f"Trigger: {_DUMP}" in text or f"dump {_DUMP}" in text:
+            match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+            if match:
+                return int(match.group(1))
+    raise RuntimeError(f"no '{_DUMP}' dump beside {out}")
+
+
+def drive(target: str, count: int, warmup: int) -> None:
+    """Inside valgrind: `warmup` registrations, zero the counters, `count` registrations, dump."""
+    from .loadgen import find_csrf_token, person_headers
+
+    if target == "eventsvc":
+        import wsgi  # what gunicorn serves, start-up included (gc.freeze)
+
+        app = wsgi.app
+    else:
+        from .ceilings.minimal_insert import app
+    path = f"/e/{SLUG}"
+
+    def register(n: int) -> None:
+        client = app.test_client()  # a new visitor: no cookies
+        headers = person_headers(n, True)
+        page = client.get(path, headers=headers)
+        token = find_csrf_token(page.data)
+        if page.status_code != 200 or token is None:
+            raise SystemExit(f"GET {path}: {page.status_code}, token {token!r}")
+        origin = "https://localhost"
+        answer = client.post(path, headers={**headers, "Origin": origin, "Referer": origin + path}, data={
+            "csrf_token": token, "name": f"Deelnemer {n}", "email": f"instructions-{n}@bench.example.org",
+            "organisation": "Bench BV", "role": "Tester", "consent": "y"})
+        if answer.status_code != 303:
+            raise SystemExit(f"POST {path}: {answer.status_code}")
+
+    for n in range(warmup):
+        register(n)
+    _callgrind("-z")
+    for n in range(warmup, warmup + count):
+        register(n)
+    _callgrind("--dump=" + _DUMP)
+
+
+def _callgrind(option: str) -> None:
+    subprocess.run(["callgrind_control", option, str(os.getpid())], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
