@@ -52,14 +52,27 @@ def choose_the_locale_per_request():
     refresh()
 
 
+@bp.after_app_request
+def vary_on_the_browser_language(response):
+    """A page's language may come from the browser's Accept-Language (select_locale): say so,
+    so a cache in front never serves one visitor's language to another. (A page without a
+    form now sets no cookie, so `Vary: Cookie` alone no longer keeps such caches away.)"""
+    if response.mimetype == "text/html":
+        response.vary.add("Accept-Language")
+    return response
+
+
 @bp.route("/taal", methods=["GET", "POST"])
 def switch():
-    values = request.args if request.method == "GET" else request.form
+    values = request.form if request.method == "POST" else request.args
     lang = values.get("lang", "")
     if lang not in LANGUAGES:
         abort(400)
     session["lang"] = lang
-    session.permanent = True  # remembered for PERMANENT_SESSION_LIFETIME, not just this browser session
+    # Remembered for PERMANENT_SESSION_LIFETIME, not just this browser session; but never for a
+    # login, which another site's link must not turn into one that outlives the browser.
+    if "_user_id" not in session:
+        session.permanent = True
     response = redirect(safe_next(values.get("next")), 303)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex, nofollow"

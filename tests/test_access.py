@@ -329,3 +329,13 @@ def test_public_registration_api_accepts_json_only(app, client, world):
         response = client.post(url, **kwargs)
         assert 400 <= response.status_code < 500, (kwargs, response.status_code)
     assert snapshot() == before
+
+
+def test_a_language_link_from_another_site_never_makes_a_login_outlive_the_browser(app, client, organiser):
+    """The switch is a plain link, so another site can make a browser follow it: it may change
+    the language, never turn a login that ends with the browser into one that lasts a month."""
+    log_in(client)
+    response = client.get("/taal", query_string={"lang": "en", "next": "/beheer/"})
+    assert response.status_code == 303 and response.headers["Location"] == "/beheer/"
+    assert "Expires=" not in response.headers["Set-Cookie"]
+    assert '<html lang="en">' in client.get("/beheer/").get_data(as_text=True)

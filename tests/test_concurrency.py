@@ -150,3 +150,33 @@ def _in_app(app, work):
             return work()
         finally:
             db.session.remove()
+
+
+def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_confirmation(app, make_event):
+    """A unit of work that loses a race after its INSERT (here: its commit finds the database
+    locked, once) is rolled back and run again. The retry writes the row anew, on SQLite under
+    the same rowid, and the registrant gets exactly what one attempt gives."""
+    from sqlalchemy import event as sqlalchemy_event
+    from sqlalchemy.exc import OperationalError
+
+    event = make_event(capacity=5)
+    commits = []
+
+    def locked_once(_session):
+        commits.append(1)
+        if len(commits) == 1:
+            raise OperationalError("COMMIT", {}, Exception("database is locked"))
+
+    session = db.session()
+    sqlalchemy_event.listen(session, "before_commit", locked_once)
+    try:
+        result = register(event, name="Noor", email="noor@example.org")
+    finally:
+        sqlalchemy_event.remove(session, "before_commit", locked_once)
+    assert len(commits) == 2 and result.shown_status == "confirmed" and not result.repeat
+    assert result.registration.email == "noor@example.org" and result.registration.is_confirmed
+    rows = db.session.scalars(select(Registration).where(Registration.event_id == event.id)).all()
+    assert [r.id for r in rows] == [result.registration.id]
+    kinds = db.session.scalars(select(Message.kind).where(Message.registration_id == rows[0].id)).all()
+    assert kinds.count("confirmation") == 1
+    assert db.session.scalar(select(Event.confirmed_count).where(Event.id == event.id)) == 1

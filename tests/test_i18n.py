@@ -210,6 +210,17 @@ def test_explicit_choice_overrides_the_browser_and_is_remembered(client, make_ev
     assert re.search(r'lang="en" hreflang="en"\s+rel="nofollow" aria-current="true"', page)
 
 
+def test_a_head_request_for_the_switch_is_answered_as_a_get(client):
+    assert client.head("/taal", query_string={"lang": "en", "next": "/"}).status_code == 303
+
+
+def test_pages_say_they_vary_with_the_browser_language(client, make_event):
+    """Without a session a page's language comes from Accept-Language: a cache in front must know."""
+    event = make_event()
+    for path in ("/", f"/e/{event.slug}", "/privacy"):
+        assert "Accept-Language" in client.get(path).headers.get("Vary", ""), path
+
+
 def test_switch_needs_a_known_language_and_a_post_needs_a_csrf_token(client, make_event):
     event = make_event()
     path = f"/e/{event.slug}"

@@ -205,3 +205,14 @@ def test_service_refuses_drafts(make_event, register):
     with pytest.raises(ServiceError, match="nog niet mogelijk"):
         register(event)
     assert count(Registration) == 0
+
+
+def test_service_refuses_an_event_deleted_since_the_caller_read_it(make_event, register):
+    from eventsvc.errors import NotFound
+
+    event = make_event()
+    with db.engine.begin() as other:  # another request deletes it after this one read it
+        other.execute(Event.__table__.delete().where(Event.__table__.c.id == event.id))
+    with pytest.raises(NotFound, match="bestaat niet meer"):
+        register(event)
+    assert count(Registration) == 0

@@ -13,14 +13,14 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import make_transient_to_detached
 
-from ..errors import ServiceError
+from ..errors import NotFound, ServiceError
 from ..events.models import Event, EventSnapshot
 from ..events.services import possible_slug
 from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
 from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
-from ..transaction import unit_of_work
+from ..transaction import attached_after_insert, unit_of_work
 from ..types import utcnow
 from .models import Registration, new_token
 from . import notifications
@@ -61,8 +61,12 @@ def registration_refusal(event: Event, now: datetime):
 def register(event: Event, *, name: str, email: str, organisation: str = "", role: str = "",
              locale: str = "nl", now: datetime | None = None) -> RegistrationResult:
     """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
+    event_id = event.id  # the event itself is read again inside the transaction
+
     def work(now):
-        context = _read_context(_CONTEXT_BY_ID, _context_params(email, now, event_id=event.id))
+        context = _read_context(_CONTEXT_BY_ID, _context_params(email, now, event_id=event_id))
+        if context is None:  # deleted since the caller read it
+            raise NotFound(_l("Deze bijeenkomst bestaat niet meer."))
         return _register(context, name=name, email=email, organisation=organisation, role=role,
                          locale=locale, now=now)
     return _counted(work, now)
@@ -152,6 +156,7 @@ def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> Regist
     registration = Registration(**values)
     make_transient_to_detached(registration)  # as if just loaded: persistent once added, nothing to flush
     db.session.add(registration)
+    attached_after_insert(registration)  # …and gone again if this unit of work rolls back
     return registration
 
 
