@@ -52,16 +52,6 @@ def choose_the_locale_per_request():
     refresh()
 
 
-@bp.after_app_request
-def vary_on_the_browser_language(response):
-    """A page's language may come from the browser's Accept-Language (select_locale): say so,
-    so a cache in front never serves one visitor's language to another. (A page without a
-    form now sets no cookie, so `Vary: Cookie` alone no longer keeps such caches away.)"""
-    if response.mimetype == "text/html":
-        response.vary.add("Accept-Language")
-    return response
-
-
 @bp.route("/taal", methods=["GET", "POST"])
 def switch():
     values = request.form if request.method == "POST" else request.args

@@ -213,6 +213,12 @@ def _default_security_headers(blueprint: str | None, hsts: str | None) -> tuple[
     ]
     if hsts:
         headers.append(("Strict-Transport-Security", hsts))
+    if blueprint is not None:
+        # The app's own pages take their language from Accept-Language when the visitor chose
+        # none (select_locale); a page without a form sets no cookie, so `Vary: Cookie` alone
+        # would not keep a cache in front from serving one visitor's language to another.
+        # (Flask adds Cookie to it when the session was used. Not for /static and /metrics.)
+        headers.append(("Vary", "Accept-Language"))
     return tuple((name.lower(), name, value) for name, value in headers)
 
 
