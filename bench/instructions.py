@@ -96,7 +96,7 @@ def measured_instructions(out: Path) -> int:
     """The instruction total of the dump taken at the end of the measured loop."""
     for dump in sorted(out.parent.glob(out.name + "*")):
         text = dump.read_text(errors="replace")
-        if f"Trigger: Client Request: {_DUMP}" in text or f"Trigger: {_DUMP}" in text or f"dump {_DUMP}" in text:
+        if f"\ndesc: Trigger: dump {_DUMP}\n" in text:  # what `callgrind_control --dump=<hint>` writes
             match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
             if match:
                 return int(match.group(1))

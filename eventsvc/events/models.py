@@ -101,7 +101,6 @@ class Event(EventRules, db.Model):
         return self.changes[-1] if self.changes else None
 
 
-
 class EventSnapshot(EventRules):
     """An event's row as plain values (every column as an attribute), with the same rules.
     Not mapped: nothing loads it into the session, nothing writes it back."""
