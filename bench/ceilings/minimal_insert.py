@@ -15,7 +15,8 @@ import os
 import secrets
 from datetime import datetime, timezone
 
-from flask import Flask, abort, redirect, render_template_string, request, session
+from flask import Flask, abort, redirect, render_template, request, session
+from jinja2 import DictLoader
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, String, event
 from sqlalchemy.engine import Engine
@@ -77,6 +78,9 @@ FORM = """<!doctype html>
 
 def create_app():
     app = Flask(__name__)
+    # A template Flask loads (and so compiles) once, as any app's templates folder would give;
+    # render_template_string would compile the form again on every GET.
+    app.jinja_loader = DictLoader({"form.html": FORM})
     app.config.update(
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_hex(32),
         SQLALCHEMY_DATABASE_URI=_database_url(),
@@ -95,7 +99,7 @@ def create_app():
     def form(slug):
         token = session.get("csrf") or secrets.token_urlsafe(32)
         session["csrf"] = token
-        return render_template_string(FORM, slug=slug, token=token)
+        return render_template("form.html", slug=slug, token=token)
 
     @app.post("/e/<slug>")
     def insert(slug):
