@@ -7,7 +7,8 @@ try to zlib-compress a payload of a few dozen bytes that never gets shorter.
 Here one serializer per secret key is built and kept, it keeps one signer with
 its key derived once, and it skips the compression. What it writes reads back
 with the stock serializers (and the other way round): the same signatures, the
-same encoding, only never the compressed form.
+same encoding, only never the compressed form. `Form` is a FlaskForm that makes its
+token only when it is rendered, not for every post that builds it.
 """
 import hashlib
 import os
@@ -15,8 +16,11 @@ from threading import Lock
 
 from flask import current_app, g, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_wtf import FlaskForm
 from itsdangerous import Serializer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
+from wtforms.csrf.core import CSRFTokenField
+from wtforms.fields import HiddenField
 
 
 class _KeptKeySigner(TimestampSigner):
@@ -95,3 +99,28 @@ def csrf_token() -> str:
             raw = session[field_name] = hashlib.sha1(os.urandom(64)).hexdigest()
         setattr(g, field_name, _csrf_serializers(secret_key).dumps(raw))
     return g.get(field_name)
+
+
+class _TokenWhenRendered(CSRFTokenField):
+    """A form's CSRF field that makes its token when the form is rendered, with csrf_token().
+
+    Flask-WTF's field signs a new token whenever a form is built, also for a post that is
+    valid and answered with a redirect, where no one ever sees it. Validation is the same:
+    CSRFProtect checks every post before the view runs, and the form's own check defers to it."""
+
+    def process(self, *args, **kwargs):
+        HiddenField.process(self, *args, **kwargs)  # the posted value; no token made yet
+
+    def _value(self):
+        return csrf_token()
+
+
+class _CSRFWhenRendered(FlaskForm.Meta.csrf_class):
+    field_class = _TokenWhenRendered
+
+
+class Form(FlaskForm):
+    """FlaskForm whose CSRF token is made only when the form is rendered."""
+
+    class Meta:
+        csrf_class = _CSRFWhenRendered

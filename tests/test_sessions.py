@@ -92,3 +92,32 @@ def test_a_visitor_registers_with_the_token_the_page_gave_them(app, make_event):
     assert post_form(app.test_client(), event, csrf_token=token, email="twee@example.org").status_code == 400
     db.session.rollback()  # end this test's read snapshot: the requests wrote in sessions of their own
     assert [r.email for r in registrations()] == ["een@example.org"]
+
+
+def test_a_form_sent_back_with_an_error_carries_a_token_that_the_next_post_may_use(app, make_event):
+    # The form's CSRF field makes its token when the form is rendered (sessions.Form), not
+    # when a post builds it: the page that shows the error must still carry a valid one.
+    event = make_event()
+    visitor = app.test_client()
+    first = token_on(visitor.get(f"/e/{event.slug}").get_data(as_text=True))
+    refused = post_form(visitor, event, csrf_token=first, email="geen-adres")
+    assert refused.status_code == 422
+    again = token_on(refused.get_data(as_text=True))
+    assert again
+    with a_request(app):
+        session["csrf_token"] = stock_serializer(app).loads(visitor.get_cookie("session").value)["csrf_token"]
+        validate_csrf(again)  # Flask-WTF's own check accepts it for this visitor's session
+    assert post_form(visitor, event, csrf_token=again, email="een@example.org").status_code == 303
+    db.session.rollback()
+    assert [r.email for r in registrations()] == ["een@example.org"]
+
+
+def test_a_valid_post_signs_no_token_it_never_shows(app, make_event, monkeypatch):
+    event = make_event()
+    visitor = app.test_client()
+    token = token_on(visitor.get(f"/e/{event.slug}").get_data(as_text=True))
+    signed = []
+    for maker in ("eventsvc.sessions.csrf_token", "flask_wtf.csrf.generate_csrf"):  # ours, Flask-WTF's
+        monkeypatch.setattr(maker, lambda *args, **kwargs: signed.append(1) or "x")
+    assert post_form(visitor, event, csrf_token=token, email="een@example.org").status_code == 303
+    assert signed == []

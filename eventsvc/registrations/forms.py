@@ -1,12 +1,12 @@
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, StringField
 from wtforms.validators import DataRequired, Length
 
+from ..sessions import Form
 from ..validators import email_address, single_line, strip
 
 
-class RegistrationForm(FlaskForm):
+class RegistrationForm(Form):
     name = StringField(_l("Naam"), filters=[strip], validators=[
         DataRequired(_l("Vul uw naam in.")),
         Length(max=200, message=_l("Uw naam mag hoogstens %(max)d tekens lang zijn.")),
