@@ -102,8 +102,9 @@ class Event(EventRules, db.Model):
 
 
 class EventSnapshot(EventRules):
-    """An event's row as plain values (every column as an attribute), with the same rules.
-    Not mapped: nothing loads it into the session, nothing writes it back."""
+    """An event's row as plain values (each column read as an attribute), with the same rules.
+    Not mapped: nothing loads it into the session, nothing writes it back. A registration reads
+    only the columns its rules need (registrations.services._EVENT_COLUMNS)."""
 
     def __init__(self, row):
         self.__dict__.update(row)

@@ -193,10 +193,14 @@ _CONTEXT = (
     recent_registrations_of_address().scalar_subquery().label("recent_of_address"),
     select(Webhook.id).where(Webhook.is_active.is_(True)).exists().label("any_webhook"),
 )
-_EVENT_COLUMNS = tuple(Event.__table__.columns.keys())
-_CONTEXT_BY_SLUG = select(*Event.__table__.columns, *_CONTEXT).where(Event.slug == bindparam("slug"),
-                                                                     Event.status != "draft")
-_CONTEXT_BY_ID = select(*Event.__table__.columns, *_CONTEXT).where(Event.id == bindparam("event_id"))
+# The columns the rules of a registration read (registration_refusal, is_full, the reminders):
+# not the texts, which cost the most to fetch and convert, and are not needed here.
+_EVENT_COLUMNS = ("id", "slug", "status", "mode", "timezone", "starts_at", "ends_at", "capacity", "confirmed_count",
+                  "registration_opens_at", "registration_closes_at", "reminder_lead_minutes", "day_before_reminder",
+                  "sequence")
+_CONTEXT_EVENT = [Event.__table__.c[name] for name in _EVENT_COLUMNS]
+_CONTEXT_BY_SLUG = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
+_CONTEXT_BY_ID = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id"))
 _EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
 _INSERT_REGISTRATION = insert(Registration.__table__)
 _TAKE_SEAT = (
