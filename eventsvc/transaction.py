@@ -37,11 +37,9 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
                     _begin_write()
                     result = work()
                     db.session.commit()
-                    db.session.info.pop(_ATTACHED, None)
                     return result
                 except BaseException:
                     db.session.rollback()
-                    _forget_attached()
                     raise
         except IntegrityError:
             if not retry_integrity or attempt == attempts:
@@ -50,25 +48,6 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
             if not _is_retryable(error) or attempt == attempts:
                 raise
             time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
-
-
-_ATTACHED = "eventsvc.attached_after_insert"
-
-
-def attached_after_insert(obj) -> None:
-    """Note `obj`, written with a plain INSERT and then attached to the session as persistent.
-
-    On a rollback the ORM removes the objects it inserted itself, not this one: it would stay
-    in the session under a primary key the rolled-back row no longer holds, and SQLite hands
-    that key to the retry's INSERT, whose object then cannot be attached. So it goes too."""
-    db.session.info.setdefault(_ATTACHED, []).append(obj)
-
-
-def _forget_attached() -> None:
-    session = db.session()
-    for obj in session.info.pop(_ATTACHED, ()):
-        if obj in session:
-            session.expunge(obj)
 
 
 def _begin_write() -> None:

@@ -7,11 +7,11 @@ on any refusal or error, so nothing is ever half-written.
 """
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import make_transient_to_detached
 
 from ..errors import NotFound, ServiceError
 from ..events.models import Event, EventSnapshot
@@ -20,7 +20,7 @@ from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
 from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
-from ..transaction import attached_after_insert, unit_of_work
+from ..transaction import unit_of_work
 from ..types import utcnow
 from .models import Registration, new_token
 from . import notifications
@@ -30,12 +30,24 @@ from ..webhooks.models import Webhook
 
 @dataclass(frozen=True)
 class RegistrationResult:
-    registration: Registration
+    registration_id: int
     # What the person at the keyboard is told: "confirmed" or "waitlisted".
     # For a repeat registration this is what a newcomer would have got, so the
     # page never reveals whether an address was registered before.
     shown_status: str
     repeat: bool = False
+
+    @property
+    def registration(self) -> Registration:
+        """The registration as it is now, loaded when asked for (the form and the API need only
+        shown_status, and building the mapped object costs as much as its INSERT)."""
+        return db.session.get(Registration, self.registration_id)
+
+
+class NewRegistration(SimpleNamespace):
+    """A registration row just written with a plain INSERT: its columns as attributes, and
+    `event`, the snapshot it was registered for. Not in the session; the notices and the
+    webhook read it as they read a mapped Registration."""
 
 
 def normalize_email(email: str) -> str:
@@ -96,8 +108,7 @@ def _counted(work, now: datetime | None) -> RegistrationResult | None:
         count_registration("refused")
         raise
     if result is not None:
-        # Counted after the commit, so a retried transaction is counted once. (shown_status, not
-        # registration.status: the commit expired the row, and reading it would cost a query.)
+        # Counted after the commit, so a retried transaction is counted once.
         count_registration("already_registered" if result.repeat else result.shown_status)
     return result
 
@@ -115,7 +126,7 @@ def _register(context, *, name, email, organisation, role, locale, now):
     if existing is not None and existing.is_active:
         notifications.notify_already_registered(existing, now=now)
         event = _read_event(event.id)  # as it is now: the lock above may have waited for another post
-        return RegistrationResult(existing, "waitlisted" if event.is_full else "confirmed", repeat=True)
+        return RegistrationResult(existing.id, "waitlisted" if event.is_full else "confirmed", repeat=True)
     if not registrations_per_address_allowed(key, now, recent=recent_of_address):
         raise ServiceError(ADDRESS_CAP_MESSAGE, field="email")
 
@@ -129,13 +140,19 @@ def _register(context, *, name, email, organisation, role, locale, now):
     # Without a seat (the rarer case), the notices are taken back before anyone could see them.
     queued = notifications.notify_confirmed(registration, event, now=now)
     if not _take_seat(event, newcomer=True):
-        registration.status, registration.waitlisted_at = "waitlisted", now  # flushed with the notice
+        _mark_waitlisted(registration, now)
         notifications.retract(registration, queued)
         notifications.notify_waitlisted(registration, now=now)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
                       subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
-    return RegistrationResult(registration, registration.status)
+    return RegistrationResult(registration.id, registration.status)
+
+
+def _mark_waitlisted(registration, now: datetime) -> None:
+    registration.status, registration.waitlisted_at = "waitlisted", now  # a revived one: flushed with the notice
+    if isinstance(registration, NewRegistration):
+        db.session.connection().execute(_MARK_WAITLISTED, {"registration_id": registration.id, "waitlisted_at": now})
 
 
 def _revive(registration: Registration, values: dict) -> Registration:
@@ -145,19 +162,16 @@ def _revive(registration: Registration, values: dict) -> Registration:
     return registration
 
 
-def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> Registration:
-    """A new registration's row, written with one plain INSERT; returned as the session's object for it.
+def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> NewRegistration:
+    """A new registration's row, written with one plain INSERT.
 
-    The ORM's flush of a new object costs several times the INSERT itself, and on SQLite
-    it runs while this process holds the database's only write lock (transaction.py)."""
+    Not built as a mapped object: the ORM's flush of a new object, or even building one and
+    attaching it, costs several times the INSERT itself, and on SQLite this runs while the
+    process holds the database's only write lock (transaction.py)."""
     values = dict(values, event_id=event.id, email_normalized=email_normalized, token=new_token(),
                   first_joined_at=None)
     values["id"] = db.session.connection().execute(_INSERT_REGISTRATION, values).inserted_primary_key[0]
-    registration = Registration(**values)
-    make_transient_to_detached(registration)  # as if just loaded: persistent once added, nothing to flush
-    db.session.add(registration)
-    attached_after_insert(registration)  # …and gone again if this unit of work rolls back
-    return registration
+    return NewRegistration(**values, event=event)
 
 
 def _read_context(statement, params: dict) -> tuple | None:
@@ -203,6 +217,8 @@ _CONTEXT_BY_SLUG = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.slug == bindpa
 _CONTEXT_BY_ID = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id"))
 _EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
 _INSERT_REGISTRATION = insert(Registration.__table__)
+_MARK_WAITLISTED = (update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
+                    .values(status="waitlisted", waitlisted_at=bindparam("waitlisted_at")))
 _TAKE_SEAT = (
     update(Event)
     .where(Event.id == bindparam("seat_event_id"))
