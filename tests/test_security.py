@@ -636,6 +636,20 @@ EMAIL = st.one_of(
 )
 
 
+def test_control_characters_are_exactly_the_unicode_categories_cc_cs_zl_and_zp():
+    # has_control_characters scans with one regular expression; it must refuse exactly the
+    # code points these categories hold in this Python's Unicode database.
+    import sys
+    import unicodedata
+
+    from eventsvc.validators import has_control_characters
+
+    refused = {cp for cp in range(sys.maxunicode + 1) if has_control_characters(chr(cp))}
+    assert refused == {cp for cp in range(sys.maxunicode + 1)
+                       if unicodedata.category(chr(cp)) in ("Cc", "Cs", "Zl", "Zp")}
+    assert has_control_characters("Zoë\r\nBcc: x") and not has_control_characters("Zoë de Vries 😀")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=FIELD, email=EMAIL, organisation=FIELD, role=FIELD, consent=st.booleans())
 def test_hostile_form_input_never_breaks_or_half_writes(client, make_event, name, email, organisation,
