@@ -86,8 +86,9 @@ def registration_table(results: list[dict]) -> list[str]:
         "",
         "Each app row is followed by its two ceilings, measured right next to it on the same machine. "
         "Ratio = app ÷ minimal-insert ceiling (the issue's target); vs bare = ÷ bare-Flask ceiling."
-        + (f" {rounds} rounds per step in alternating order: medians, and the median of the per-round ratios."
-           if rounds > 1 else ""),
+        + (" A step measured in several rounds (up to "
+           f"{rounds}; the step at {REGISTRATION_TARGET_USERS} users has the most) alternates the order of the "
+           "targets and shows medians, and the median of the per-round ratios." if rounds > 1 else ""),
         "",
         "| backend | server | users | target | reg/s | ratio | vs bare | p50 ms | p95 ms | p99 ms | errors "
         "| server CPU ms/reg | server cores | client cores |",
