@@ -9,7 +9,8 @@ from werkzeug.http import parse_accept_header
 from werkzeug.routing import IntegerConverter
 
 from config import config_for
-from .extensions import babel, csrf, db, login_manager, mail, migrate, ping_connections_after_idle
+from .extensions import (babel, close_session_safely, csrf, db, login_manager, mail, migrate,
+                         ping_connections_after_idle)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,7 @@ def _best_language(accept_language: str) -> str:
 
 def _init_extensions(app):
     db.init_app(app)
+    app.teardown_appcontext(close_session_safely)  # runs before Flask-SQLAlchemy's (teardowns run in reverse)
     with app.app_context():
         for engine in db.engines.values():
             ping_connections_after_idle(engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])

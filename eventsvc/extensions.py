@@ -5,11 +5,12 @@ from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+import logging
 import time
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 # Stable constraint names, so migrations can alter them on every backend.
 NAMING_CONVENTION = {
@@ -84,3 +85,18 @@ def ping_connections_after_idle(engine: Engine, idle_seconds: float) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
             raise DisconnectionError("the connection was closed while idle in the pool") from error
+
+
+def close_session_safely(_exception=None) -> None:
+    """End the request's session, also when the database has dropped its connection.
+
+    Flask-SQLAlchemy's own teardown closes the session with a rollback; when the server
+    terminated the connection in the meantime (a restart, an administrator), that rollback
+    raises, and an error from a teardown escapes Flask: the visitor gets the web server's bare
+    500 instead of the answer the request already made (often the 503 page). SQLAlchemy has
+    marked the connection invalid by then, so closing again just lets it go."""
+    try:
+        db.session.remove()
+    except DBAPIError:
+        logging.getLogger(__name__).warning("database connection lost while ending a request; dropped")
+        db.session.remove()

@@ -465,3 +465,47 @@ def test_a_pooled_connection_the_database_closed_while_idle_is_tested_and_replac
         with app.app_context():
             db.engine.dispose()
         db.engine.dispose()  # the test's own pooled connections were closed too
+
+
+def test_a_connection_the_database_drops_during_a_request_never_turns_the_answer_into_a_bare_500(
+        backend, database_url, make_event):
+    """The request has a transaction open when the server terminates its connection (as a
+    restart does). Ending the request rolls back on that dead connection: the visitor must still
+    get the answer the request made, and the next request a working connection."""
+    if backend != "postgresql":
+        pytest.skip("closes server connections from the outside")
+    import contextvars
+
+    import psycopg
+    from sqlalchemy import text
+
+    from eventsvc import create_app
+
+    from .conftest import test_config
+
+    slug = make_event().slug
+    db.session.remove()
+    app = create_app(test_config(database_url, PROPAGATE_EXCEPTIONS=False))  # answer as in production
+    dbname = database_url.rsplit("/", 1)[1]
+
+    @app.get("/test-only/connection-dropped")
+    def connection_dropped():
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open now
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{dbname}", autocommit=True) as admin:
+            # Waits (up to 5 s) until that backend is gone, so the rollback below finds it dead.
+            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+        return "answered"
+
+    client = app.test_client()
+
+    def get(path):  # in a context of its own, as under a server
+        return contextvars.Context().run(client.get, path)
+
+    try:
+        answer = get("/test-only/connection-dropped")
+        assert (answer.status_code, answer.get_data(as_text=True)) == (200, "answered")
+        assert get(f"/e/{slug}").status_code == 200
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        db.engine.dispose()
