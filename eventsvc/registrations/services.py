@@ -215,7 +215,7 @@ _EVENT_COLUMNS = ("id", "slug", "status", "mode", "timezone", "starts_at", "ends
 _CONTEXT_EVENT = [Event.__table__.c[name] for name in _EVENT_COLUMNS]
 _CONTEXT_BY_SLUG = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
 _CONTEXT_BY_ID = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id"))
-_EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
+_EVENT_BY_ID = select(*_CONTEXT_EVENT).where(Event.id == bindparam("event_id"))
 _INSERT_REGISTRATION = insert(Registration.__table__)
 _MARK_WAITLISTED = (update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
                     .values(status="waitlisted", waitlisted_at=bindparam("waitlisted_at")))
