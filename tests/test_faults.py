@@ -4,6 +4,7 @@ Real processes (gunicorn, `flask --app wsgi worker`), a real SMTP server
 (MailSink) and the real databases. Every test is bounded in time and stops
 every process it started by PID (the `processes` fixture).
 """
+import contextlib
 import itertools
 import os
 import subprocess
@@ -426,6 +427,36 @@ def test_a_worker_whose_lease_ran_out_does_not_send_what_another_worker_took_ove
     assert set(received.values()) == {1}, f"sent twice: {[m for m, n in received.items() if n > 1]}"
 
 
+@contextlib.contextmanager
+def app_of_its_own(database_url, **settings):
+    """A second app on the test's database, answering as in production, and get(path) on it, each
+    request in a context of its own as under a server (its connection goes back to the pool after).
+    Both apps' pooled connections are let go at the end: these tests close server connections."""
+    import contextvars
+
+    from eventsvc import create_app
+
+    from .conftest import test_config
+
+    db.session.remove()  # the test's own connection back to its pool, out of a transaction
+    app = create_app(test_config(database_url, PROPAGATE_EXCEPTIONS=False, **settings))
+    client = app.test_client()
+    try:
+        yield app, lambda path: contextvars.Context().run(client.get, path)
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        db.engine.dispose()
+
+
+def admin_connection(database_url):
+    """A plain autocommit connection to the test's database, from outside the app."""
+    import psycopg
+
+    return psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database_url.rsplit('/', 1)[1]}",
+                           autocommit=True)
+
+
 @pytest.mark.parametrize("idle_seconds, answer", [(0.2, 200), (3600, 503)])
 def test_a_pooled_connection_the_database_closed_while_idle_is_tested_and_replaced_before_use(
         backend, database_url, make_event, idle_seconds, answer):
@@ -434,37 +465,16 @@ def test_a_pooled_connection_the_database_closed_while_idle_is_tested_and_replac
     process): the second case shows what the test saves a visitor from."""
     if backend != "postgresql":
         pytest.skip("closes server connections from the outside")
-    import contextvars
-
-    import psycopg
-
-    from eventsvc import create_app
-
-    from .conftest import test_config
-
-    slug = make_event().slug
-    db.session.remove()  # the test's own connection back to its pool, out of a transaction
-    app = create_app(test_config(database_url, DATABASE_PING_AFTER_IDLE_SECONDS=idle_seconds,
-                                       PROPAGATE_EXCEPTIONS=False))  # answer as in production
-    client = app.test_client()
-
-    def get():  # in a context of its own, as under a server: the connection goes back to the pool after
-        return contextvars.Context().run(client.get, f"/e/{slug}").status_code
-
-    try:
-        assert get() == 200
+    path = f"/e/{make_event().slug}"
+    with app_of_its_own(database_url, DATABASE_PING_AFTER_IDLE_SECONDS=idle_seconds) as (_app, get):
+        assert get(path).status_code == 200
         time.sleep(0.3)
-        dbname = database_url.rsplit("/", 1)[1]
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{dbname}", autocommit=True) as admin:
+        with admin_connection(database_url) as admin:
             closed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
         assert closed >= 1
-        assert get() == answer
-        assert get() == 200  # either way the pool recovers at once
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        db.engine.dispose()  # the test's own pooled connections were closed too
+        assert get(path).status_code == answer
+        assert get(path).status_code == 200  # either way the pool recovers at once
 
 
 def test_a_connection_the_database_drops_during_a_request_never_turns_the_answer_into_a_bare_500(
@@ -474,38 +484,18 @@ def test_a_connection_the_database_drops_during_a_request_never_turns_the_answer
     get the answer the request made, and the next request a working connection."""
     if backend != "postgresql":
         pytest.skip("closes server connections from the outside")
-    import contextvars
-
-    import psycopg
     from sqlalchemy import text
 
-    from eventsvc import create_app
-
-    from .conftest import test_config
-
     slug = make_event().slug
-    db.session.remove()
-    app = create_app(test_config(database_url, PROPAGATE_EXCEPTIONS=False))  # answer as in production
-    dbname = database_url.rsplit("/", 1)[1]
+    with app_of_its_own(database_url) as (app, get):
+        @app.get("/test-only/connection-dropped")
+        def connection_dropped():
+            pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open now
+            with admin_connection(database_url) as admin:
+                # Waits (up to 5 s) until that backend is gone, so the rollback below finds it dead.
+                assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+            return "answered"
 
-    @app.get("/test-only/connection-dropped")
-    def connection_dropped():
-        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open now
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{dbname}", autocommit=True) as admin:
-            # Waits (up to 5 s) until that backend is gone, so the rollback below finds it dead.
-            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
-        return "answered"
-
-    client = app.test_client()
-
-    def get(path):  # in a context of its own, as under a server
-        return contextvars.Context().run(client.get, path)
-
-    try:
         answer = get("/test-only/connection-dropped")
         assert (answer.status_code, answer.get_data(as_text=True)) == (200, "answered")
         assert get(f"/e/{slug}").status_code == 200
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        db.engine.dispose()
