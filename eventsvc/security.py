@@ -7,7 +7,7 @@ it runs. It is idempotent (a second call returns the same state), and
 `apply_rate_limits(app)` may be called again after registering more
 blueprints; it limits whatever listed endpoint is not limited yet.
 
-Rate limits (Flask-Limiter, one limiter per app):
+Rate limits (ratelimit.py, one RateLimiter per app, counted with `limits`):
 - key: the client's address, `request.remote_addr`. Behind a reverse proxy
   that is the proxy's address, so every visitor would share one budget: set
   `PROXY_FIX_HOPS` to the number of proxies in front of the app (see
@@ -23,6 +23,10 @@ Rate limits (Flask-Limiter, one limiter per app):
   unreachable, requests fall back to per-process memory limits and are never
   refused or broken because of it (`RATELIMIT_IN_MEMORY_FALLBACK_ENABLED`,
   `RATELIMIT_SWALLOW_ERRORS`).
+- a setting holds one or more fixed windows ("10 per minute; 100 per hour");
+  the endpoints that share a setting share its budget (the form and the API
+  register against one), and a setting that does not parse stops the app
+  from starting.
 - only POST is limited (submitting the form or the login), and only after
   CSRF validation passed: a request without a valid token is refused with 400
   before it reaches the view and costs nothing.
@@ -36,15 +40,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, wraps
 
 from flask import Flask, current_app, request
 from flask_babel import lazy_gettext as _l
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import ratelimit_storage  # noqa: F401  (memory:// without a timer thread per hit)
+from .ratelimit import RateLimiter
 
 EXTENSION_KEY = "eventsvc_security"
 
@@ -58,6 +61,7 @@ RATE_LIMITED_ENDPOINTS = {
 DEFAULTS = {
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_STORAGE_OPTIONS": {},  # passed to limits' storage (e.g. socket_timeout for Redis)
     "RATELIMIT_KEY_PREFIX": "eventsvc",
     "RATELIMIT_HEADERS_ENABLED": True,  # X-RateLimit-* and Retry-After on limited endpoints
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
@@ -98,7 +102,7 @@ HONEYPOT_FIELD = "website"
 
 @dataclass
 class SecurityState:
-    limiter: Limiter
+    limiter: RateLimiter
     limited_endpoints: set[str] = field(default_factory=set)
 
 
@@ -111,13 +115,9 @@ def init_security(app: Flask) -> SecurityState:
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
 
-    limiter = Limiter(key_func=get_remote_address, key_prefix=app.config["RATELIMIT_KEY_PREFIX"])
-    limiter.init_app(app)
-    # Every limit here is on a POST, so other requests skip the limiter's lookups entirely
-    # (it otherwise resolves limits for every request, a fifth of what a page view costs).
-    limiter.request_filter(_not_a_post)
-    _check_limits_on_posts_only(app, limiter)
-    state = SecurityState(limiter=limiter)
+    for setting in set(RATE_LIMITED_ENDPOINTS.values()):
+        _check_limit_setting(app, setting)
+    state = SecurityState(limiter=RateLimiter(app))
     app.extensions[EXTENSION_KEY] = state
     app.after_request(_security_headers)
     app.wsgi_app = BoundedChunkedBody(app.wsgi_app, app)
@@ -128,48 +128,13 @@ def init_security(app: Flask) -> SecurityState:
     return state
 
 
-def _not_a_post() -> bool:
-    return request.method != "POST"
-
-
-def _check_limits_on_posts_only(app: Flask, limiter: Limiter) -> None:
-    """Narrow the limiter's own hooks, which run for every request, to POSTs.
-
-    The limits of RATE_LIMITED_ENDPOINTS are checked by the decorators of their views,
-    not by the before_request hook: it only applies default and application-wide limits.
-    Without any (RATELIMIT_DEFAULT, RATELIMIT_APPLICATION) it is dropped; with some, it
-    runs for POSTs alone, as the request filter above would pass anything else, but only
-    after resolving its limits. Its after_request hook (rate limit headers, deductions)
-    and teardown hook (resetting the state a limit check left) have nothing to do for a
-    request no limit was checked on: they run for POSTs alone too."""
-    _on_posts_only(app.after_request_funcs, "__inject_headers", lambda hook: lambda response: (
-        hook(response) if request.method == "POST" else response))
-    _on_posts_only(app.teardown_request_funcs, "__release_context", lambda hook: lambda error=None: (
-        hook(error) if request.method == "POST" else None))
-    hooks = app.before_request_funcs.setdefault(None, [])
-    check = limiter._check_request_limit
-    if check not in hooks:  # a Flask-Limiter that stopped installing the hook: nothing to narrow
-        return
-    if not app.config.get("RATELIMIT_DEFAULT") and not app.config.get("RATELIMIT_APPLICATION"):
-        hooks.remove(check)
-        return
-
-    def check_posts():
-        if request.method == "POST":
-            return check()
-        return None
-
-    hooks[hooks.index(check)] = check_posts
-
-
-def _on_posts_only(registry: dict, name: str, narrow) -> None:
-    """Replace the app-wide hook whose function is called `name` by `narrow(hook)`."""
-    hooks = registry.setdefault(None, [])
-    for i, hook in enumerate(hooks):
-        function = getattr(hook, "func", hook)  # the after_request hook is a functools.partial
-        if getattr(function, "__name__", None) == name:
-            hooks[i] = narrow(hook)
-            return
+def _check_limit_setting(app: Flask, setting: str) -> None:
+    value = app.config[setting]
+    try:
+        if value:
+            parse_many(value)
+    except ValueError as error:
+        raise ValueError(f"{setting}={value!r} is not a rate limit such as '10 per minute; 100 per hour'") from error
 
 
 def apply_rate_limits(app: Flask) -> set[str]:
@@ -182,15 +147,20 @@ def apply_rate_limits(app: Flask) -> set[str]:
         view = app.view_functions.get(endpoint)
         if view is None or endpoint in state.limited_endpoints:
             continue
-        limit = state.limiter.limit(_config_value(config_key), methods=["POST"])
-        app.view_functions[endpoint] = limit(view)
+        app.view_functions[endpoint] = _limited(view, state.limiter, endpoint, config_key)
         state.limited_endpoints.add(endpoint)
     return set(state.limited_endpoints)
 
 
-def _config_value(key):
-    # Read at request time, so a changed setting applies without rebuilding the app.
-    return lambda: current_app.config[key]
+def _limited(view, limiter: RateLimiter, endpoint: str, setting: str):
+    """`view`, counting its POSTs against `config[setting]` (read at request time) before it runs."""
+    @wraps(view)
+    def limited_view(*args, **kwargs):
+        if request.method == "POST":
+            limiter.check(endpoint, setting)
+        return view(*args, **kwargs)
+
+    return limited_view
 
 
 @cache

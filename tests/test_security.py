@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -31,6 +32,8 @@ from eventsvc.registrations.models import Registration
 from eventsvc.security import (
     CONTENT_SECURITY_POLICY, EXTENSION_KEY, RATE_LIMITED_ENDPOINTS, init_security,
     registrations_per_address_allowed)
+
+from bench.procs import free_port, port_open
 
 from .conftest import csrf_token, test_config
 
@@ -290,19 +293,65 @@ def test_registration_posts_are_rate_limited_per_address(client, make_event):
 
 
 @limits_on(REGISTRATION_RATE_LIMIT="2 per minute", RATELIMIT_HEADERS_ENABLED=True)
-def test_the_limiters_hooks_still_work_on_posts_and_stay_out_of_reads(client, make_event):
-    # The limiter's after_request and teardown hooks run for POSTs alone (no limit is on anything else).
+def test_limited_posts_say_their_budget_and_reads_do_not(client, make_event):
     event = make_event()
     token = csrf_token(client, f"/e/{event.slug}")
     first = post_form(client, event, csrf_token=token)
     assert first.status_code == 303
     assert (first.headers["X-RateLimit-Limit"], first.headers["X-RateLimit-Remaining"]) == ("2", "1")
+    assert time.time() < int(first.headers["X-RateLimit-Reset"]) <= time.time() + 60  # the minute's end
+    assert "Retry-After" not in first.headers  # on a redirect it would ask the browser to wait
     page = client.get(f"/e/{event.slug}")
     assert page.status_code == 200 and "X-RateLimit-Limit" not in page.headers
-    # The teardown reset what the POST left: the next POST is counted afresh, not carried over.
     second = post_form(client, event, csrf_token=token)
     assert second.headers["X-RateLimit-Remaining"] == "0"
-    assert post_form(client, event, csrf_token=token).status_code == 429
+    refused = post_form(client, event, csrf_token=token)
+    assert refused.status_code == 429 and refused.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Reset"] == first.headers["X-RateLimit-Reset"]
+
+
+@limits_on(REGISTRATION_RATE_LIMIT="3 per hour; 1 per second")
+def test_a_refused_post_does_not_spend_the_larger_windows_budget(client, make_event):
+    event = make_event()
+    token = csrf_token(client, f"/e/{event.slug}")
+
+    def post():
+        response = post_form(client, event, csrf_token=token)
+        return response.status_code, response.headers.get("X-RateLimit-Limit")
+
+    assert post() == (303, "1")  # the smallest window is the one reported
+    assert post() == (429, "1")  # refused by the second's limit: the hour's counter stays at 1
+    time.sleep(1.1)
+    assert post() == (303, "1")
+    time.sleep(1.1)
+    assert post() == (303, "1")  # the hour's third: had the refusal counted, this would be refused
+    time.sleep(1.1)
+    assert post() == (429, "3")  # now the hour's limit refuses, and says so
+    assert count(Registration) == 3
+
+
+@limits_on(REGISTRATION_RATE_LIMIT="2 per minute")
+def test_the_form_and_the_api_share_one_budget_and_the_api_refuses_with_a_problem_document(client, make_event):
+    event = make_event()
+    path = f"/api/v1/events/{event.slug}/registrations"
+    body = {"name": "Zoë de Vries", "email": "zoe@example.org", "consent": True}
+    assert client.post(path, json=body).status_code == 201
+    assert post_form(client, event).status_code == 303  # the budget's second registration
+    refused = client.post(path, json={**body, "email": "late@example.org"})
+    assert refused.status_code == 429 and refused.mimetype == "application/problem+json"
+    problem = refused.get_json()
+    assert problem["status"] == 429 and "Wacht even" in problem["detail"] and int(refused.headers["Retry-After"]) > 0
+    assert post_form(client, event).status_code == 429
+    assert count(Registration) == 2
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("REGISTRATION_RATE_LIMIT", "lots"), ("REGISTRATION_RATE_LIMIT", "10 per fortnight"),
+    ("LOGIN_RATE_LIMIT", "per minute 10"), ("RATELIMIT_STORAGE_URI", "redsi://127.0.0.1:6379/0")])
+def test_a_rate_limit_setting_that_does_not_parse_stops_the_app_from_starting(database_url, setting, value):
+    with pytest.raises(ValueError, match=setting):
+        secured(create_app(test_config(database_url, RATELIMIT_ENABLED=True, **{setting: value})))
 
 
 @limits_on(REGISTRATION_RATE_LIMIT="2 per minute")
@@ -449,6 +498,62 @@ def test_unreachable_limit_storage_never_breaks_registration(client, make_event)
     # Falls back to per-process memory limits: registration works, the limit still holds.
     assert [post_form(client, event, csrf_token=token).status_code for _ in range(3)] == [303, 303, 429]
     assert count(Registration) == 2
+
+
+@contextlib.contextmanager
+def redis_server(port, tmp_path):
+    """A redis-server of the test's own on `port`, keeping nothing on disk; stopped by its PID."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is needed to restart a rate-limit storage")
+        pytest.skip("redis-server not installed")
+    server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open(port):
+            assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_rate_limits_go_back_to_redis_once_it_is_back(make_event, database_url, tmp_path, monkeypatch):
+    redis = pytest.importorskip("redis")
+    from eventsvc import ratelimit
+
+    monkeypatch.setattr(ratelimit, "STORAGE_RETRY_SECONDS", 0)  # ask again on every post
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    app = secured(create_app(test_config(database_url, RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=url,
+                                         REGISTRATION_RATE_LIMIT="3 per minute")))
+    client = app.test_client()
+    event = make_event()
+    token = csrf_token(client, f"/e/{event.slug}")
+
+    def post():
+        return client.post(f"/e/{event.slug}", data=form_data(client, event, csrf_token=token)).status_code
+
+    def counters():
+        return [int(redis.Redis.from_url(url).get(key)) for key in redis.Redis.from_url(url).keys("*")]
+
+    try:
+        with redis_server(port, tmp_path):
+            assert post() == 303 and counters() == [1]
+        # Redis is down: the posts are counted in process memory, and nobody is refused because of it.
+        assert [post(), post()] == [303, 303]
+        with redis_server(port, tmp_path):  # back, empty (it keeps nothing on disk)
+            assert post() == 303 and counters() == [1]  # counted in Redis again
+            assert [post(), post(), post()] == [303, 303, 429]
+            assert counters() == [4]
+        assert count(Registration) == 6
+    finally:
+        with app.app_context():
+            db.engine.dispose()
 
 
 # ------------------------------------------------------ per-address cap
