@@ -1,11 +1,11 @@
 """Rate limits on the form posts, counted with `limits` in fixed windows.
 
 `RateLimiter.check(endpoint, setting)` is called by the views that
-`security.apply_rate_limits` wraps, after CSRF validation: it counts one hit
-on every limit of the setting ("10 per minute; 100 per hour", read from the
-config on every call), smallest window first, and refuses with 429 at the
-first limit that is over its amount, so a refused post does not also spend the
-larger windows' budget. Each limit has one counter per setting and client
+`security.apply_rate_limits` wraps, after CSRF validation. It counts one hit
+on each limit of the setting ("10 per minute; 100 per hour", read from the
+config on every call), smallest window first, and stops at the first limit
+that is over its amount, refusing with 429: a post refused by a smaller window
+is not counted in the larger ones. Each limit has one counter per setting and client
 address (`request.remote_addr`, which ProxyFix sets behind a proxy), so the
 endpoints that share a setting share its budget: a registration through the
 API spends the same budget as one through the form.
@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import logging
 import time
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from threading import Lock
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse_many
@@ -41,6 +43,7 @@ from werkzeug.exceptions import TooManyRequests
 from . import ratelimit_storage  # noqa: F401  (memory:// without a timer thread per hit)
 
 STORAGE_RETRY_SECONDS = 30.0
+REDIS_TIMEOUT_SECONDS = 0.5  # per connect and per answer, unless RATELIMIT_STORAGE_OPTIONS says otherwise
 _COUNTED = "eventsvc.rate_limit"  # the request's Counted, in its WSGI environ
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class RateLimiter:
         # in the process that serves (redis-py's pool starts afresh after gunicorn forks).
         uri = config["RATELIMIT_STORAGE_URI"]
         try:
-            self._storage: Storage = storage_from_string(uri, **config.get("RATELIMIT_STORAGE_OPTIONS", {}))
+            self._storage: Storage = storage_from_string(uri, **storage_options(uri, config))
         except ConfigurationError as error:
             raise ValueError(f"RATELIMIT_STORAGE_URI={uri!r}: {error}") from error
         self._fallback: Storage | None = (storage_from_string("memory://")
@@ -85,7 +88,11 @@ class RateLimiter:
         config = current_app.config
         if not config["RATELIMIT_ENABLED"]:
             return
-        limits = _parsed(config[setting])
+        try:
+            limits = _parsed(config[setting])
+        except ValueError:  # checked at start-up; a value changed since must not refuse every post
+            logger.error("%s=%r is not a rate limit: the post is not limited", setting, config[setting])
+            return
         if not limits:
             return
         identifiers = (config["RATELIMIT_KEY_PREFIX"], setting, request.remote_addr or "127.0.0.1")
@@ -103,10 +110,10 @@ class RateLimiter:
             raise TooManyRequests()
 
     def _current_storage(self) -> Storage:
-        if self._storage_failed_at is None:
+        failed_at = self._storage_failed_at  # read once: a probing thread may clear it meanwhile
+        if failed_at is None:
             return self._storage
-        if (time.monotonic() - self._storage_failed_at >= STORAGE_RETRY_SECONDS
-                and self._probing.acquire(blocking=False)):
+        if time.monotonic() - failed_at >= STORAGE_RETRY_SECONDS and self._probing.acquire(blocking=False):
             try:  # one request at a time asks whether the storage is back
                 self._storage_failed_at = time.monotonic()
                 if self._storage.check():
@@ -146,9 +153,11 @@ class RateLimiter:
         headers = response.headers
         headers["X-RateLimit-Limit"] = str(counted.limit.amount)
         headers["X-RateLimit-Remaining"] = str(counted.remaining)
-        headers["X-RateLimit-Reset"] = str(int(reset_at))
+        # Rounded up, plus a second: a client that waits exactly this long finds the window over
+        # (Redis keeps its TTL in whole seconds, so the window may end later than it says).
+        headers["X-RateLimit-Reset"] = str(math.ceil(reset_at) + 1)
         if response.status_code == 429:
-            headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
+            headers["Retry-After"] = str(max(1, math.ceil(reset_at - time.time()) + 1))
         return response
 
 
@@ -162,6 +171,20 @@ def _hit(storage: Storage, limits: tuple[RateLimitItem, ...], identifiers: tuple
             return counted
         smallest = smallest or counted
     return smallest
+
+
+def storage_options(uri: str, config) -> dict:
+    """The storage client's options: RATELIMIT_STORAGE_OPTIONS over, for Redis, timeouts.
+
+    redis-py waits for ever by default: a Redis host that stops answering (gone from the
+    network, not restarted) would hold every request that counts, and the fallback to
+    memory would never begin. With a timeout the hit fails and the post is counted in memory.
+    """
+    options = dict(config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+    if urlsplit(uri).scheme in ("redis", "rediss", "redis+unix"):
+        options.setdefault("socket_timeout", REDIS_TIMEOUT_SECONDS)
+        options.setdefault("socket_connect_timeout", REDIS_TIMEOUT_SECONDS)
+    return options
 
 
 @lru_cache(maxsize=32)

@@ -32,8 +32,9 @@ Rate limits (ratelimit.py, one RateLimiter per app, counted with `limits`):
   before it reaches the view and costs nothing.
 - `RATELIMIT_ENABLED = False` switches every limit off (the test suite does,
   except the tests that prove the limits).
-- a refusal is a 429 with the app's Dutch error page ("Te veel verzoeken")
-  and a `Retry-After` header.
+- a refusal is a 429: the app's Dutch error page ("Te veel verzoeken"), or a
+  problem document under /api/, with a `Retry-After` header (when
+  `RATELIMIT_HEADERS_ENABLED`).
 """
 from __future__ import annotations
 
