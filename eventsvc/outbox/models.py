@@ -12,6 +12,11 @@ KINDS = ("confirmation", "waitlisted", "already_registered", "promoted", "resche
 STATUSES = ("pending", "sent", "failed", "superseded")
 
 
+def new_message_id() -> str:
+    """A new row's message_id (the ORM's default, and the rows queued as plain INSERTs)."""
+    return uuid.uuid4().hex
+
+
 class Message(db.Model):
     """One notice in the outbox. Its content is rendered when it is sent."""
 
@@ -36,7 +41,7 @@ class Message(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_by: Mapped[str | None] = mapped_column(String(100))
-    message_id: Mapped[str] = mapped_column(String(200), default=lambda: uuid.uuid4().hex)
+    message_id: Mapped[str] = mapped_column(String(200), default=new_message_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..extensions import db
 from ..registrations.models import Registration
 from ..types import utcnow
-from .models import Message, superseded_key
+from .models import Message, new_message_id, superseded_key
 
 COLUMNS = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send_after", "status",
            "attempts", "message_id", "created_at"]
@@ -57,7 +57,7 @@ def notice(kind: str, *, dedupe_key: str, registration=None, event=None,
         kind=kind, dedupe_key=dedupe_key, payload=payload or {},
         registration_id=registration.id if registration is not None else None,
         event_id=event_id, send_after=send_after or utcnow(), status="pending",
-        attempts=0, message_id=Message.message_id.default.arg(None), created_at=utcnow(),
+        attempts=0, message_id=new_message_id(), created_at=utcnow(),
     )
 
 
