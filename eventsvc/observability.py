@@ -192,6 +192,17 @@ DELIVERY_FAILURES = Counter("eventsvc_outbox_delivery_failures", "Failed deliver
                             ["reason"])
 
 
+# SQLite lets one unit of work write at a time (transaction._WriterQueue): how long each waited
+# for its turn and how long it held it. Their ratio shows how close the one writer is to full.
+_WRITER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+SQLITE_WRITER_WAIT = Histogram("eventsvc_sqlite_writer_wait_seconds",
+                               "Time a unit of work waited for its turn to write to the SQLite database.",
+                               buckets=_WRITER_BUCKETS)
+SQLITE_WRITER_HOLD = Histogram("eventsvc_sqlite_writer_hold_seconds",
+                               "Time a unit of work held the turn to write to the SQLite database.",
+                               buckets=_WRITER_BUCKETS)
+
+
 def count_registration(status: str) -> None:
     """One registration request's outcome: confirmed, waitlisted, already_registered, refused, …"""
     REGISTRATIONS.labels(outcome=status if status in REGISTRATION_OUTCOMES else "other").inc()

@@ -9,6 +9,7 @@ from contextlib import contextmanager, nullcontext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .extensions import WRITE_TRANSACTION, db
+from .observability import SQLITE_WRITER_HOLD, SQLITE_WRITER_WAIT
 
 # SQLite: another writer holds the lock, or our snapshot went stale (WAL).
 # PostgreSQL: deadlock_detected, serialization_failure.
@@ -74,6 +75,7 @@ class _WriterQueue:
     an exclusive flock() on `<database>.writers` (threads of one process, a lock of
     their own), and the kernel hands it to the next waiter the moment it is let
     go. SQLite's own lock still guards the data; this only orders who asks for it.
+    The wait for the turn and the time it is held are metrics (observability.py).
     """
 
     def __init__(self):
@@ -90,15 +92,19 @@ class _WriterQueue:
             finally:
                 self._local.depth -= 1
             return
+        asked = time.perf_counter()
         with self._threads:
             fd = self._file(database)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            got = time.perf_counter()
             self._local.depth = 1
             try:
                 yield
             finally:
                 self._local.depth = 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
+                SQLITE_WRITER_HOLD.observe(time.perf_counter() - got)
+                SQLITE_WRITER_WAIT.observe(got - asked)
 
     def _file(self, database: str) -> int:
         key = (os.getpid(), database)  # a forked process opens its own

@@ -3,6 +3,7 @@ import io
 import json
 import logging
 import re
+import time
 import uuid
 from datetime import timedelta
 
@@ -321,6 +322,25 @@ def test_metrics_expose_requests_registrations_outbox_and_delivery(http):
     assert value(after, "eventsvc_outbox_messages", state="sent") == 0
     assert value(after, "eventsvc_outbox_due_messages") == 2
     assert 0 <= value(after, "eventsvc_worker_heartbeat_age_seconds") < 5
+
+
+def test_metrics_show_how_long_sqlite_writers_wait_for_and_hold_their_turn(http, backend):
+    from eventsvc.transaction import unit_of_work
+
+    before = scrape(http)
+    unit_of_work(lambda: time.sleep(0.003))  # a unit of work that holds the turn for 3 ms
+    after = scrape(http)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    held, waited = "eventsvc_sqlite_writer_hold_seconds", "eventsvc_sqlite_writer_wait_seconds"
+    if backend == "postgresql":  # no turns: PostgreSQL has many writers
+        assert delta(f"{held}_count") == delta(f"{waited}_count") == 0
+        return
+    assert delta(f"{held}_count") == delta(f"{waited}_count") == 1
+    assert delta(f"{held}_bucket", le="0.0025") == 0 and delta(f"{held}_bucket", le="0.05") == 1
+    assert delta(f"{waited}_bucket", le="0.05") == 1  # nobody else was writing
 
 
 # ---------------------------------------------------------------- logs
