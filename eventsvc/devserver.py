@@ -1,7 +1,9 @@
 """`make run`: the web app, an outbox worker and a local mailbox, together.
 
 Development only. The SMTP sink keeps every mail under instance/devmail, and
-http://127.0.0.1:5000/dev/mail/ shows them. Ctrl-C stops all three.
+http://127.0.0.1:5000/dev/mail/ shows them. Ctrl-C stops all three, and so
+does SIGTERM (`kill`, `timeout`, a container stop), which would otherwise end
+this process alone and leave the web server and the worker running.
 """
 import os
 import signal
@@ -12,7 +14,12 @@ from config import config_for
 from eventsvc.devmail.sink import MailSink
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
+    signal.signal(signal.SIGTERM, _interrupt)  # subprocess.run then kills the web server, finally the rest
     config = config_for("development")
     os.environ.setdefault("EVENTSVC_ENV", "development")
     sink = MailSink(port=config.MAIL_PORT, directory=config.DEVMAIL_DIR, keep_in_memory=False).start()

@@ -178,3 +178,61 @@ def test_command_line(tmp_path):
         assert proc.wait(timeout=10) == 0
         assert "stopped after 1 mail" in proc.stdout.read()
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(line) for line in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_make_run_stops_its_web_server_and_worker_on_sigterm(tmp_path):
+    """`make run` (eventsvc.devserver) ended by `kill`, `timeout` or a container stop takes its children along."""
+    import os
+    import time
+
+    if _port_open(5000) or _port_open(8025):
+        pytest.skip("ports 5000 and 8025, which `make run` uses, are taken")
+    env = dict(os.environ, EVENTSVC_ENV="development", EVENTSVC_INSTANCE_DIR=str(tmp_path),
+               DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite3'}")
+    for name in ("FLASK_DEBUG", "FLASK_APP", "FLASK_RUN_PORT"):
+        env.pop(name, None)
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    log = (tmp_path / "devserver.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "eventsvc.devserver"], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (_port_open(5000) and len(_children(server.pid)) == 2):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "devserver.log").read_text()
+            time.sleep(0.2)
+        children = _children(server.pid)  # the web server and the outbox worker
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)], "left running after SIGTERM"
+        assert not _port_open(5000) and not _port_open(8025)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGKILL)  # whatever is left of the session, if the test failed
+        except ProcessLookupError:
+            pass
+        log.close()
