@@ -188,16 +188,21 @@ def install_sigterm_as_interrupt() -> None:
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by `pid` and its live child processes."""
-    total = 0
+def cpu_seconds_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds used so far by `pid` and by each of its live child processes."""
+    seconds = {}
     for p in [pid, *_children(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / _TICKS
+        seconds[p] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
+    return seconds
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` and its live child processes."""
+    return sum(cpu_seconds_by_process(pid).values())
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -218,13 +223,19 @@ class CpuMeter:
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        self.server0 = tree_cpu_seconds(self.pid)
+        self.by_process0 = cpu_seconds_by_process(self.pid)
         self.busy0, self.total0 = machine_cpu()
         return self
 
     def __exit__(self, *exc):
         self.seconds = max(time.monotonic() - self.t0, 1e-9)
-        self.server = tree_cpu_seconds(self.pid) - self.server0
+        by_process = cpu_seconds_by_process(self.pid)
+        self.server = sum(by_process.values()) - sum(self.by_process0.values())
         busy1, total1 = machine_cpu()
         self.machine_busy_cores = (busy1 - self.busy0) / self.seconds
+        # The share of the workers' CPU that the busiest one used: 1 ÷ workers when the kernel spread
+        # the connections evenly, near 100% when one worker took them all (gunicorn's workers race
+        # for accept(), and a gthread worker keeps the connections it won open).
+        workers = [by_process[p] - self.by_process0[p] for p in by_process if p != self.pid and p in self.by_process0]
+        self.busiest_worker_share = max(workers) / sum(workers) if len(workers) > 1 and sum(workers) > 0 else None
         return False

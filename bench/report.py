@@ -49,7 +49,8 @@ def _combine(rows: list[dict]) -> dict:
     if len(rows) == 1:
         return rows[0]
     out = dict(rows[0])
-    for key in ("rate_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_iteration", "server_cores", "client_cpu"):
+    for key in ("rate_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_iteration", "server_cores", "client_cpu",
+                "busiest_worker_share"):
         out[key] = _median([r.get(key) for r in rows])
     errors: dict = {}
     for r in rows:
@@ -91,8 +92,8 @@ def registration_table(results: list[dict]) -> list[str]:
            "targets and shows medians, and the median of the per-round ratios." if rounds > 1 else ""),
         "",
         "| backend | server | users | target | reg/s | ratio | vs bare | p50 ms | p95 ms | p99 ms | errors "
-        "| server CPU ms/reg | server cores | client cores |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| server CPU ms/reg | server cores | busiest worker | client cores |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for (backend, server, users), by_target in groups.items():
         for target in ("bare-flask", "minimal-insert", "eventsvc"):
@@ -106,7 +107,7 @@ def registration_table(results: list[dict]) -> list[str]:
                 f"| {backend} | {server} | {users} | {name} | {_f(r['rate_per_s'], 1)} | {_pct(ratio)} | "
                 f"{_pct(vs_bare)} | {_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['p99_ms'], 1)} | "
                 f"{_errors(r)} | {_f(r.get('cpu_ms_per_iteration'), 2)} | {_f(r.get('server_cores'), 2)} | "
-                f"{_f(r['client_cpu'], 2)} |")
+                f"{_pct(r.get('busiest_worker_share'))} | {_f(r['client_cpu'], 2)} |")
     return lines + [""]
 
 
@@ -181,8 +182,8 @@ def pages_table(results: list[dict], notes: list[str]) -> list[str]:
         f"Ratio = page ÷ bare-Flask ceiling measured just before it (target ≥ {PAGES_MIN_RATIO:.0%}).",
         "",
         "| backend | server | page | req/s | ratio | p50 ms | p95 ms | p99 ms | bytes | errors "
-        "| server CPU ms/req | server cores | client cores |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| server CPU ms/req | server cores | busiest worker | client cores |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     last_bare = {}  # each page is compared with the bare-Flask run measured right before it
     for r in rows:
@@ -195,7 +196,7 @@ def pages_table(results: list[dict], notes: list[str]) -> list[str]:
             f"| {r['backend']} | {r['server']} | {r['page']} | {_f(r['rate_per_s'], 1)} | {_pct(ratio)}{mark} | "
             f"{_f(r['p50_ms'], 1)} | {_f(r['p95_ms'], 1)} | {_f(r['p99_ms'], 1)} | "
             f"{_f(r['bytes_per_iteration'])} | {_errors(r)} | {_f(r.get('cpu_ms_per_iteration'), 2)} | "
-            f"{_f(r.get('server_cores'), 2)} | {_f(r['client_cpu'], 2)} |")
+            f"{_f(r.get('server_cores'), 2)} | {_pct(r.get('busiest_worker_share'))} | {_f(r['client_cpu'], 2)} |")
     lines.append("")
     lines += [f"- {n}" for n in notes]
     return lines + ([""] if notes else [])
@@ -259,6 +260,8 @@ def machine_lines(info: dict, started: str, seconds: float, options: str) -> lis
         "- load generator: `bench/loadgen.py` (raw asyncio HTTP/1.1 client) in its own process on the same "
         "machine; `client cores` is its CPU use, `server cores` that of the gunicorn process tree (the database "
         "server's own CPU is in neither). `server CPU ms/reg` = gunicorn CPU time ÷ completed registrations: "
-        "the cost per registration, which drifts less than throughput on a shared machine.",
+        "the cost per registration, which drifts less than throughput on a shared machine. `busiest worker` = "
+        "the share of the gunicorn workers' CPU that the busiest one used: 50% with 2 workers is an even spread; "
+        "near 100% means one worker took (nearly) all the connections.",
         "",
     ]

@@ -65,6 +65,11 @@ class Variant:
                 "--graceful-timeout", "5", "--timeout", "60", "--log-level", "warning", "--backlog", "2048"]
         if Path("/dev/shm").is_dir():
             argv += ["--worker-tmp-dir", "/dev/shm"]
+        # As docs/deploy.md: each worker its own listening socket, so the kernel spreads connections
+        # over the workers. Without it they race for accept(), and a gthread worker keeps the keep-alive
+        # connections it won: one worker often served every client while the other idled (the
+        # `busiest worker` column showed 100%), and a step measured luck, not the server.
+        argv += ["--reuse-port"]
         if self.threads > 1:
             argv += ["--worker-class", "gthread", "--threads", str(self.threads), "--keep-alive", "5"]
         return argv + list(extra) + [module]
@@ -94,7 +99,9 @@ class Bench:
             result.update(server_cpu_s=round(meter.server, 3),
                           server_cores=round(meter.server / max(result["elapsed_s"], 1e-9), 2),
                           cpu_ms_per_iteration=round(meter.server * 1000 / work, 2) if work else None,
-                          machine_busy_cores=round(meter.machine_busy_cores, 2))
+                          machine_busy_cores=round(meter.machine_busy_cores, 2),
+                          busiest_worker_share=(round(meter.busiest_worker_share, 2)
+                                                if meter.busiest_worker_share is not None else None))
             return result
         argv = [PYTHON, "-m", "bench.loadgen", mode, "--users", str(users), "--count", str(count),
                 "--duration", str(duration), "--warmup", str(warmup), "--timeout", str(self.args.timeout),
