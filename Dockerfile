@@ -28,4 +28,4 @@ EXPOSE 8000
 # Metrics of all gunicorn processes are added up through files in
 # PROMETHEUS_MULTIPROC_DIR, which must be empty at every start. It is set
 # here, for the web processes only: the worker serves its own metrics.
-CMD ["sh", "-c", "export PROMETHEUS_MULTIPROC_DIR=/tmp/eventsvc-metrics && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn -w 2 --threads 4 -b 0.0.0.0:8000 --worker-tmp-dir /dev/shm wsgi:app"]
+CMD ["sh", "-c", "export PROMETHEUS_MULTIPROC_DIR=/tmp/eventsvc-metrics && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn -w 2 --threads 4 --reuse-port -b 0.0.0.0:8000 --worker-tmp-dir /dev/shm wsgi:app"]
