@@ -27,8 +27,8 @@ a registration it would ask the browser to wait before following it.
 from __future__ import annotations
 
 import logging
-import time
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from threading import Lock
@@ -185,6 +185,15 @@ def storage_options(uri: str, config) -> dict:
         options.setdefault("socket_timeout", REDIS_TIMEOUT_SECONDS)
         options.setdefault("socket_connect_timeout", REDIS_TIMEOUT_SECONDS)
     return options
+
+
+def check_limit_setting(config, setting: str) -> None:
+    """At start-up: raise ValueError, naming the setting, when `config[setting]` is not a rate limit."""
+    value = config[setting]
+    try:
+        _parsed(value)
+    except ValueError as error:
+        raise ValueError(f"{setting}={value!r} is not a rate limit such as '10 per minute; 100 per hour'") from error
 
 
 @lru_cache(maxsize=32)

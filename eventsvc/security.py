@@ -45,10 +45,9 @@ from functools import cache, wraps
 
 from flask import Flask, current_app, request
 from flask_babel import lazy_gettext as _l
-from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, check_limit_setting
 
 EXTENSION_KEY = "eventsvc_security"
 
@@ -117,7 +116,7 @@ def init_security(app: Flask) -> SecurityState:
         app.config.setdefault(key, value)
 
     for setting in set(RATE_LIMITED_ENDPOINTS.values()):
-        _check_limit_setting(app, setting)
+        check_limit_setting(app.config, setting)
     state = SecurityState(limiter=RateLimiter(app))
     app.extensions[EXTENSION_KEY] = state
     app.after_request(_security_headers)
@@ -127,15 +126,6 @@ def init_security(app: Flask) -> SecurityState:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     apply_rate_limits(app)
     return state
-
-
-def _check_limit_setting(app: Flask, setting: str) -> None:
-    value = app.config[setting]
-    try:
-        if value:
-            parse_many(value)
-    except ValueError as error:
-        raise ValueError(f"{setting}={value!r} is not a rate limit such as '10 per minute; 100 per hour'") from error
 
 
 def apply_rate_limits(app: Flask) -> set[str]:
