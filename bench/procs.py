@@ -200,11 +200,6 @@ def cpu_seconds_by_process(pid: int) -> dict[int, float]:
     return seconds
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by `pid` and its live child processes."""
-    return sum(cpu_seconds_by_process(pid).values())
-
-
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     try:
