@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import port_open
 from eventsvc.devmail.sink import MailSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,14 +181,6 @@ def test_command_line(tmp_path):
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
 
 
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(line) for line in out.split()]
@@ -206,7 +199,7 @@ def test_make_run_stops_its_web_server_and_worker_on_sigterm(tmp_path):
     import os
     import time
 
-    if _port_open(5000) or _port_open(8025):
+    if port_open(5000) or port_open(8025):
         pytest.skip("ports 5000 and 8025, which `make run` uses, are taken")
     env = dict(os.environ, EVENTSVC_ENV="development", EVENTSVC_INSTANCE_DIR=str(tmp_path),
                DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite3'}")
@@ -219,7 +212,7 @@ def test_make_run_stops_its_web_server_and_worker_on_sigterm(tmp_path):
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (_port_open(5000) and len(_children(server.pid)) == 2):
+        while not (port_open(5000) and len(_children(server.pid)) == 2):
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "devserver.log").read_text()
             time.sleep(0.2)
         children = _children(server.pid)  # the web server and the outbox worker
@@ -229,7 +222,7 @@ def test_make_run_stops_its_web_server_and_worker_on_sigterm(tmp_path):
         while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in children if _alive(pid)], "left running after SIGTERM"
-        assert not _port_open(5000) and not _port_open(8025)
+        assert not port_open(5000) and not port_open(8025)
     finally:
         try:
             os.killpg(server.pid, signal.SIGKILL)  # whatever is left of the session, if the test failed
