@@ -7,6 +7,7 @@ from sqlalchemy import String, case, cast, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
+from ..prepared import Prepared
 from ..registrations.models import Registration
 from ..types import utcnow
 from .models import Message, new_message_id, superseded_key
@@ -18,21 +19,19 @@ COLUMNS = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send
 def _insert_skipping_duplicates(select_or_rows):
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either backend; returns the rows written.
 
-    `select_or_rows` is a SELECT, or a list of rows. Rows go to the driver's
-    executemany with one constant statement, which SQLAlchemy compiles once
-    per process (a VALUES list built per call would be compiled every time).
+    `select_or_rows` is a SELECT, or a list of rows. Rows go to the driver's executemany
+    with one constant statement, compiled once per database (prepared.py): every
+    registration runs it, on SQLite while holding the database's only write lock.
     """
     session = db.session()
     dialect = session.get_bind().dialect.name
-    if isinstance(select_or_rows, list):
-        statement, parameters = _insert_rows_skipping_duplicates(dialect), select_or_rows
-    else:
-        statement, parameters = _skipping_duplicates(_insert(dialect).from_select(COLUMNS, select_or_rows)), None
-    # As plain SQL on the session's connection: the ORM's execution path costs more than the INSERT,
-    # and every registration runs this. What the session still holds is written first, as an ORM
-    # execute would (autoflush): the rows refer to registrations, and a SELECT reads them.
+    # What the session still holds is written first, as an ORM execute would (autoflush):
+    # the rows refer to registrations, and a SELECT reads them.
     session.flush()
-    return session.connection().execute(statement, parameters, execution_options={"preserve_rowcount": True}).rowcount
+    if isinstance(select_or_rows, list):
+        return _insert_rows_skipping_duplicates(dialect).rowcount_many(session.connection(), select_or_rows)
+    statement = _skipping_duplicates(_insert(dialect).from_select(COLUMNS, select_or_rows))
+    return session.connection().execute(statement, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def _insert(dialect: str):
@@ -44,9 +43,9 @@ def _skipping_duplicates(statement):
 
 
 @cache
-def _insert_rows_skipping_duplicates(dialect: str):
+def _insert_rows_skipping_duplicates(dialect: str) -> Prepared:
     """Built once per dialect: every registration runs it."""
-    return _skipping_duplicates(_insert(dialect))
+    return Prepared(_skipping_duplicates(_insert(dialect)), column_keys=COLUMNS)
 
 
 def notice(kind: str, *, dedupe_key: str, registration=None, event=None,

@@ -19,6 +19,7 @@ from ..events.services import possible_slug
 from ..extensions import db
 from ..formatting import current_locale, format_moment
 from ..observability import count_registration
+from ..prepared import Prepared
 from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
 from ..transaction import unit_of_work
 from ..types import utcnow
@@ -170,20 +171,19 @@ def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> NewReg
     process holds the database's only write lock (transaction.py)."""
     values = dict(values, event_id=event.id, email_normalized=email_normalized, token=new_token(),
                   first_joined_at=None)
-    values["id"] = db.session.connection().execute(_INSERT_REGISTRATION, values).inserted_primary_key[0]
+    values["id"] = _INSERT_REGISTRATION.first(db.session.connection(), values)["id"]
     return NewRegistration(**values, event=event)
 
 
 def _read_context(statement, params: dict) -> tuple | None:
     """(event, existing_id, recent_of_address, any_webhook), or None when there is no such event.
 
-    The event comes as a plain copy of its row (EventSnapshot, with the same rules): read as
-    plain SQL, because loading the mapped event costs several times the query, and on SQLite
-    this runs while the process holds the database's only write lock (transaction.py)."""
-    row = db.session.connection().execute(statement, params).first()
-    if row is None:
+    The event comes as a plain copy of its row (EventSnapshot, with the same rules): read
+    on the driver (prepared.py), because loading the mapped event costs several times the
+    query, and on SQLite this runs while the process holds the database's only write lock."""
+    values = statement.first(db.session.connection(), params)
+    if values is None:
         return None
-    values = row._mapping
     return (EventSnapshot({key: values[key] for key in _EVENT_COLUMNS}),
             values["existing_id"], values["recent_of_address"], values["any_webhook"])
 
@@ -213,21 +213,23 @@ _EVENT_COLUMNS = ("id", "slug", "status", "mode", "timezone", "starts_at", "ends
                   "registration_opens_at", "registration_closes_at", "reminder_lead_minutes", "day_before_reminder",
                   "sequence")
 _CONTEXT_EVENT = [Event.__table__.c[name] for name in _EVENT_COLUMNS]
-_CONTEXT_BY_SLUG = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.slug == bindparam("slug"), Event.status != "draft")
-_CONTEXT_BY_ID = select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id"))
+_CONTEXT_BY_SLUG = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT)
+                            .where(Event.slug == bindparam("slug"), Event.status != "draft"))
+_CONTEXT_BY_ID = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id")))
 _EVENT_BY_ID = select(*_CONTEXT_EVENT).where(Event.id == bindparam("event_id"))
-_INSERT_REGISTRATION = insert(Registration.__table__)
+_INSERT_REGISTRATION = Prepared(insert(Registration.__table__).returning(Registration.__table__.c.id),
+                                column_keys=[c.key for c in Registration.__table__.c if c.key != "id"])
 _MARK_WAITLISTED = (update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
                     .values(status="waitlisted", waitlisted_at=bindparam("waitlisted_at")))
-_TAKE_SEAT = (
+_SEAT_UPDATE = (
     update(Event)
     .where(Event.id == bindparam("seat_event_id"))
     .where((Event.capacity.is_(None)) | (Event.confirmed_count < Event.capacity))
     .values(confirmed_count=Event.confirmed_count + 1)
-    .execution_options(synchronize_session=False)
 )
-_TAKE_SEAT_UNLESS_WAITING = _TAKE_SEAT.where(~select(Registration.id).where(
-    Registration.event_id == bindparam("seat_event_id"), Registration.status == "waitlisted").exists())
+_TAKE_SEAT = Prepared(_SEAT_UPDATE)
+_TAKE_SEAT_UNLESS_WAITING = Prepared(_SEAT_UPDATE.where(~select(Registration.id).where(
+    Registration.event_id == bindparam("seat_event_id"), Registration.status == "waitlisted").exists()))
 
 
 def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
@@ -237,9 +239,9 @@ def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
     free seats are theirs, so the write takes nothing.
     """
     statement = _TAKE_SEAT_UNLESS_WAITING if newcomer else _TAKE_SEAT
-    # On the session's connection, as plain SQL: nothing in the session needs synchronising
-    # (the counter is only ever read fresh), and the ORM's bulk-update path costs more than the write.
-    return db.session.connection().execute(statement, {"seat_event_id": event.id}).rowcount == 1
+    # On the driver (prepared.py): nothing in the session needs synchronising (the counter is
+    # only ever read fresh), and the ORM's bulk-update path costs more than the write.
+    return statement.rowcount(db.session.connection(), {"seat_event_id": event.id}) == 1
 
 
 def _release_seat(event: Event) -> None:
