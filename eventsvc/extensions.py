@@ -57,6 +57,10 @@ def _begin(conn):
     Reads stay deferred and never block anyone in WAL mode."""
     if conn.dialect.name == "sqlite":
         immediate = conn.get_execution_options().get(WRITE_TRANSACTION)
+        if immediate:
+            from .transaction import take_sqlite_writer_turn  # here: transaction.py imports this module
+
+            take_sqlite_writer_turn()  # let go by the unit of work, after its COMMIT or ROLLBACK
         # Straight to the driver: this runs for every transaction, and SQLAlchemy's
         # statement machinery costs several times the BEGIN itself.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")

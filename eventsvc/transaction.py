@@ -71,11 +71,16 @@ class _WriterQueue:
     for it, sleeping 1, 2, 5, 10 … up to 100 ms between tries (busy_timeout). The
     lock then often sits free while the next writer sleeps, and the one that
     just let go takes it again for its next request: throughput drops and some
-    people wait very long. Here every unit of work of every process first takes
-    an exclusive flock() on `<database>.writers` (threads of one process, a lock of
+    people wait very long. Here every unit of work of every process takes an
+    exclusive flock() on `<database>.writers` (threads of one process, a lock of
     their own), and the kernel hands it to the next waiter the moment it is let
     go. SQLite's own lock still guards the data; this only orders who asks for it.
-    The wait for the turn and the time it is held are metrics (observability.py).
+
+    The turn is taken just before BEGIN IMMEDIATE (extensions._begin calls take()),
+    after the connection is checked out of the pool, and let go when the unit of
+    work's scope ends, after its COMMIT or ROLLBACK: everyone waits only for the
+    transactions themselves. The wait for the turn and the time it is held are
+    metrics (observability.py).
     """
 
     def __init__(self):
@@ -84,27 +89,41 @@ class _WriterQueue:
         self._files: dict[tuple[int, str], int] = {}
 
     @contextmanager
-    def turn(self, database: str):
-        if getattr(self._local, "depth", 0):  # a unit of work inside another already has the turn
-            self._local.depth += 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
+    def scope(self, database: str):
+        """A unit of work that may write to `database`. A unit of work inside another is part of
+        its scope: it neither waits for the turn the outer one holds nor lets it go early."""
+        local = self._local
+        if getattr(local, "database", None) is not None:
+            yield
+            return
+        local.database, local.taken = database, None
+        try:
+            yield
+        finally:
+            taken, local.database, local.taken = local.taken, None, None
+            if taken is not None:
+                self._let_go(*taken)
+
+    def take(self) -> None:
+        """Wait for the turn, in a scope whose turn is not yet taken; elsewhere, nothing to do."""
+        local = self._local
+        if getattr(local, "database", None) is None or local.taken is not None:
             return
         asked = time.perf_counter()
-        with self._threads:
-            fd = self._file(database)
+        self._threads.acquire()
+        try:
+            fd = self._file(local.database)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            got = time.perf_counter()
-            self._local.depth = 1
-            try:
-                yield
-            finally:
-                self._local.depth = 0
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                SQLITE_WRITER_HOLD.observe(time.perf_counter() - got)
-                SQLITE_WRITER_WAIT.observe(got - asked)
+        except BaseException:
+            self._threads.release()
+            raise
+        local.taken = (fd, asked, time.perf_counter())
+
+    def _let_go(self, fd: int, asked: float, got: float) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        self._threads.release()
+        SQLITE_WRITER_HOLD.observe(time.perf_counter() - got)
+        SQLITE_WRITER_WAIT.observe(got - asked)
 
     def _file(self, database: str) -> int:
         key = (os.getpid(), database)  # a forked process opens its own
@@ -117,8 +136,14 @@ _WRITERS = _WriterQueue()
 
 
 def sqlite_writer_turn():
-    """The turn to write on a SQLite file database (see _WriterQueue); nothing to wait for elsewhere."""
+    """The scope of a unit of work that takes its turn to write on a SQLite file database (see
+    _WriterQueue) when it begins; nothing to wait for elsewhere."""
     url = db.session.get_bind().url
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return nullcontext()
-    return _WRITERS.turn(os.path.abspath(url.database))
+    return _WRITERS.scope(os.path.abspath(url.database))
+
+
+def take_sqlite_writer_turn() -> None:
+    """Called by extensions._begin just before BEGIN IMMEDIATE (see _WriterQueue)."""
+    _WRITERS.take()

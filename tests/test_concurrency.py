@@ -144,6 +144,33 @@ def test_sqlite_writers_take_turns_across_processes_and_a_nested_unit_of_work_ke
     assert seen["failing"] is False and _writers_file_is_free(writers)  # let go on a rollback too
 
 
+def test_a_sqlite_writer_takes_its_turn_after_checking_out_its_connection(app, backend):
+    """The turn covers the transaction alone: a unit of work takes it just before its BEGIN
+    IMMEDIATE, so the pool's work (or a new connection's set-up) never holds up other writers."""
+    import os
+
+    from sqlalchemy import event
+
+    from eventsvc.transaction import unit_of_work
+
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL has row locks: no queue for writers")
+    writers = os.path.abspath(db.engine.url.database) + ".writers"
+    seen = {}
+
+    def at_checkout(*_):
+        seen.setdefault("at checkout", _writers_file_is_free(writers))
+
+    db.session.close()  # the unit of work checks out a connection of its own
+    event.listen(db.engine, "checkout", at_checkout)
+    try:
+        unit_of_work(lambda: seen.setdefault("in the transaction", _writers_file_is_free(writers)))
+    finally:
+        event.remove(db.engine, "checkout", at_checkout)
+    assert seen == {"at checkout": True, "in the transaction": False}
+    assert _writers_file_is_free(writers)
+
+
 def _in_app(app, work):
     with app.app_context():
         try:
