@@ -4,7 +4,8 @@ Every registration runs the same few statements, and on SQLite it runs them whil
 process holds the database's only write lock (transaction.py), so their cost is paid by
 every writer waiting behind it. SQLAlchemy's path around a statement (the execution
 context, bind and result processing, the result object) costs several times what SQLite
-spends running it: measured on the registration's context SELECT, 70 µs against 8 µs.
+spends running it. Measured on the registration's context SELECT: 70 µs against 8 µs in
+a tight loop, 280 µs against 130 µs inside a registration.
 
 `Prepared` keeps what SQLAlchemy's compiler decides: the SQL text in the driver's
 parameter style, each parameter's and column's type conversion, and Python-side column
