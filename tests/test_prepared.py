@@ -73,26 +73,82 @@ def test_a_constraint_the_driver_reports_comes_out_as_sqlalchemys_integrity_erro
     assert db.session.scalar(select(Registration.id).where(Registration.event_id == event.id)) == existing.id
 
 
-def test_a_connection_the_server_dropped_is_invalidated_and_the_next_transaction_gets_a_new_one(
-        backend, database_url, make_event, now):
+@pytest.mark.parametrize("app_config", [{"DATABASE_PING_AFTER_IDLE_SECONDS": 3600}])
+def test_a_connection_the_server_dropped_invalidates_the_pool_as_sqlalchemy_does(
+        backend, database_url, make_event, now, app_config):
+    """Its own connection and every older one in the pool are replaced: after a restart, one
+    statement fails, not one per pooled connection. (No ping on checkout here, so only the pool's
+    invalidation can save the second connection.)"""
     if backend != "postgresql":
-        pytest.skip("closes a server connection from the outside")
+        pytest.skip("closes server connections from the outside")
     import psycopg
 
     event = make_event()
     params = services._context_params("nobody@example.org", now, slug=event.slug)
-    connection = db.session.connection()
-    pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    db.session.close()
+    first, second = db.engine.connect(), db.engine.connect()  # two connections in the pool
+    first.exec_driver_sql("SELECT 1"), second.exec_driver_sql("SELECT 1")
+    first.close(), second.close()
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database_url.rsplit('/', 1)[1]}",
                          autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+        admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
     with pytest.raises(DBAPIError) as raised:
-        services._CONTEXT_BY_SLUG.first(connection, params)
+        services._CONTEXT_BY_SLUG.first(db.session.connection(), params)
     assert raised.value.connection_invalidated
     db.session.rollback()
+    one, two = db.engine.connect(), db.engine.connect()
+    try:
+        assert one.exec_driver_sql("SELECT 1").scalar() == two.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        one.close(), two.close()
     assert services._CONTEXT_BY_SLUG.first(db.session.connection(), params)["id"] == event.id
     db.session.rollback()
+
+
+def test_a_value_is_converted_as_sqlalchemy_converts_it_none_and_bad_values_included(make_event, register):
+    """JSON's None is the JSON text null (the column is NOT NULL), as Connection.execute writes it;
+    a naive datetime is refused with SQLAlchemy's StatementError, before anything is written."""
+    from sqlalchemy import func
+    from sqlalchemy.exc import StatementError
+
+    from eventsvc.outbox import services as outbox
+    from eventsvc.types import utcnow
+
+    registration = register(make_event())
+    row = outbox.notice("custom", registration=registration, dedupe_key="custom:none-payload")
+    statement = outbox._insert_rows_skipping_duplicates(db.session.get_bind().dialect.name)
+    assert statement.rowcount_many(db.session.connection(), [dict(row, payload=None)]) == 1
+    db.session.commit()
+    assert db.session.scalar(select(Message.payload).where(Message.dedupe_key == "custom:none-payload")) is None
+
+    naive = dict(row, dedupe_key="custom:naive", send_after=utcnow().replace(tzinfo=None))
+    with pytest.raises(StatementError, match="naive datetime"):
+        statement.rowcount_many(db.session.connection(), [naive])
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).where(Message.dedupe_key == "custom:naive")) == 0
+
+
+def test_columns_left_out_get_their_defaults_and_conflicting_rows_are_not_counted(make_event, register, now):
+    from eventsvc.outbox import services as outbox
+
+    event = make_event()
+    existing = register(event, email="zoe@example.org")
+    values = {column.key: getattr(existing, column.key) for column in Registration.__table__.c
+              if column.key not in ("id", "organisation", "role", "locale", "token")}
+    values.update(email="ada@example.org", email_normalized="ada@example.org")
+    new_id = services._INSERT_REGISTRATION.first(db.session.connection(), values)["id"]
+    rows = [outbox.notice("custom", registration=existing, dedupe_key=key) for key in ("custom:a", "custom:b")]
+    statement = outbox._insert_rows_skipping_duplicates(db.session.get_bind().dialect.name)
+    assert statement.rowcount_many(db.session.connection(), rows) == 2
+    assert statement.rowcount_many(db.session.connection(), [rows[1], *[
+        outbox.notice("custom", registration=existing, dedupe_key="custom:c")]]) == 1  # b is there already
+    db.session.commit()
+
+    added = db.session.get(Registration, new_id)
+    assert (added.organisation, added.role, added.locale) == ("", "", "nl")
+    assert len(added.token) >= 43 and added.token != existing.token
 
 
 def test_a_statement_whose_text_depends_on_its_parameters_is_refused(app):

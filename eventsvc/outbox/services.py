@@ -45,7 +45,7 @@ def _skipping_duplicates(statement):
 @cache
 def _insert_rows_skipping_duplicates(dialect: str) -> Prepared:
     """Built once per dialect: every registration runs it."""
-    return Prepared(_skipping_duplicates(_insert(dialect)), column_keys=COLUMNS)
+    return Prepared(_skipping_duplicates(_insert(dialect)))
 
 
 def notice(kind: str, *, dedupe_key: str, registration=None, event=None,

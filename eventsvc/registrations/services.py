@@ -217,8 +217,7 @@ _CONTEXT_BY_SLUG = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT)
                             .where(Event.slug == bindparam("slug"), Event.status != "draft"))
 _CONTEXT_BY_ID = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id")))
 _EVENT_BY_ID = select(*_CONTEXT_EVENT).where(Event.id == bindparam("event_id"))
-_INSERT_REGISTRATION = Prepared(insert(Registration.__table__).returning(Registration.__table__.c.id),
-                                column_keys=[c.key for c in Registration.__table__.c if c.key != "id"])
+_INSERT_REGISTRATION = Prepared(insert(Registration.__table__).returning(Registration.__table__.c.id))
 _MARK_WAITLISTED = (update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
                     .values(status="waitlisted", waitlisted_at=bindparam("waitlisted_at")))
 _SEAT_UPDATE = (
