@@ -62,8 +62,14 @@ def _begin(conn):
 
             take_sqlite_writer_turn()  # let go by the unit of work, after its COMMIT or ROLLBACK
         # Straight to the driver: this runs for every transaction, and SQLAlchemy's
-        # statement machinery costs several times the BEGIN itself.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # statement machinery costs several times the BEGIN itself. A failure still goes
+        # through SQLAlchemy's handler, so a BEGIN IMMEDIATE that finds the database locked
+        # raises its OperationalError, which unit_of_work retries, not the driver's own.
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        try:
+            conn.connection.driver_connection.execute(statement)
+        except Exception as error:
+            conn._handle_dbapi_exception(error, statement, None, None, None)
 
 
 def ping_connections_after_idle(engine: Engine, idle_seconds: float) -> None:

@@ -171,6 +171,39 @@ def test_a_sqlite_writer_takes_its_turn_after_checking_out_its_connection(app, b
     assert _writers_file_is_free(writers)
 
 
+def test_a_begin_immediate_that_finds_the_database_locked_raises_a_retryable_error_and_lets_the_turn_go(
+        app, backend):
+    """Another program (here a plain sqlite3 connection) holds the write lock past the busy
+    timeout: the BEGIN fails with SQLAlchemy's OperationalError, which unit_of_work retries,
+    not the driver's own, which it would not; and the turn taken for it is let go."""
+    import os
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from eventsvc.extensions import WRITE_TRANSACTION
+    from eventsvc.transaction import _is_retryable, sqlite_writer_turn
+
+    if backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    writers = os.path.abspath(db.engine.url.database) + ".writers"
+    blocker = sqlite3.connect(db.engine.url.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    db.session.close()
+    connection = db.engine.connect()
+    try:
+        connection.connection.driver_connection.execute("PRAGMA busy_timeout=50")
+        with sqlite_writer_turn(), pytest.raises(OperationalError) as raised:
+            connection.execution_options(**{WRITE_TRANSACTION: True}).begin()
+        assert "locked" in str(raised.value) and _is_retryable(raised.value)
+    finally:
+        connection.invalidate()  # its busy timeout is the test's
+        connection.close()
+        blocker.rollback()
+        blocker.close()
+    assert _writers_file_is_free(writers)
+
+
 def _in_app(app, work):
     with app.app_context():
         try:
