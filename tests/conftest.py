@@ -177,6 +177,11 @@ def smtp(app):
     sink.stop()
 
 
+def admin_connection(database_url):
+    """A plain autocommit connection to the test's PostgreSQL database, from outside the app."""
+    return psycopg.connect(_pg_url(database_url.rsplit("/", 1)[1]), autocommit=True)
+
+
 def csrf_token(client, path):
     """GET a form page and return the CSRF token it carries."""
     import re

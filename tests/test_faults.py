@@ -24,6 +24,7 @@ from eventsvc.outbox.models import Message
 from eventsvc.registrations.models import Registration, new_token
 from eventsvc.types import utcnow
 
+from .conftest import admin_connection
 from .processes import (FormClient, Processes, as_header, csrf_token_in, free_port, message_ids, register_many,
                         registration_form, service_env, wait_until, worker_totals)
 
@@ -447,14 +448,6 @@ def app_of_its_own(database_url, **settings):
         with app.app_context():
             db.engine.dispose()
         db.engine.dispose()
-
-
-def admin_connection(database_url):
-    """A plain autocommit connection to the test's database, from outside the app."""
-    import psycopg
-
-    return psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database_url.rsplit('/', 1)[1]}",
-                           autocommit=True)
 
 
 @pytest.mark.parametrize("idle_seconds, answer", [(0.2, 200), (3600, 503)])

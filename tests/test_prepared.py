@@ -14,6 +14,8 @@ from eventsvc.registrations.models import Registration
 from eventsvc.webhooks.models import Webhook
 from eventsvc.registrations import services  # noqa: I001 (after the models: it builds statements on import)
 
+from .conftest import admin_connection
+
 
 def test_a_registration_written_on_the_driver_reads_back_through_the_orm_unchanged(make_event, now):
     event = make_event(capacity=5, starts_at=now + timedelta(days=3), day_before_reminder=True)
@@ -81,7 +83,6 @@ def test_a_connection_the_server_dropped_invalidates_the_pool_as_sqlalchemy_does
     invalidation can save the second connection.)"""
     if backend != "postgresql":
         pytest.skip("closes server connections from the outside")
-    import psycopg
 
     event = make_event()
     params = services._context_params("nobody@example.org", now, slug=event.slug)
@@ -89,8 +90,7 @@ def test_a_connection_the_server_dropped_invalidates_the_pool_as_sqlalchemy_does
     first, second = db.engine.connect(), db.engine.connect()  # two connections in the pool
     first.exec_driver_sql("SELECT 1"), second.exec_driver_sql("SELECT 1")
     first.close(), second.close()
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database_url.rsplit('/', 1)[1]}",
-                         autocommit=True) as admin:
+    with admin_connection(database_url) as admin:
         admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
