@@ -69,12 +69,12 @@ class Prepared:
         if row is None:
             return None
         type_codes = tuple(description[1] for description in cursor.description)
-        processors = compiled.results.get(type_codes) or self._result_processors(compiled, cursor, type_codes)
+        processors = compiled.results.get(type_codes) or self._result_processors(compiled, type_codes)
         return {name: process(value) if process is not None else value
                 for (name, process), value in zip(processors, row)}
 
     @staticmethod
-    def _result_processors(compiled: _Compiled, cursor, type_codes: tuple) -> list:
+    def _result_processors(compiled: _Compiled, type_codes: tuple) -> list:
         # As SQLAlchemy's result builds them (TypeEngine._cached_result_processor), with public calls.
         dialect = compiled.compiled.dialect
         processors = [(name, type_.dialect_impl(dialect).result_processor(dialect, type_code))
