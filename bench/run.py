@@ -228,16 +228,17 @@ class Bench:
                     self.page_notes.append(note)
                 self.say("  " + note)
                 continue
-            measured = {}
-            for target, target_path in (("bare-flask", "/"), ("eventsvc", path)):
-                # A short unmetered warm-up (template compilation, first queries), then the measured run.
+            targets = (("bare-flask", "/"), ("eventsvc", path))
+            for target, target_path in targets:
+                # A short unmetered warm-up (template compilation, first queries) before the measured rounds.
                 self.loadgen("get", [url(target, target_path)], a.page_users, count=a.page_count, duration=0.5)
-                measured[target] = self.loadgen("get", [url(target, target_path)], a.page_users,
-                                                count=a.page_count, duration=a.page_duration, extra=extra,
-                                                server=servers[target][1])
-            self.record("pages", backend, variant, "bare-flask", measured["bare-flask"],
-                        page=f"bare Flask (before {name})")
-            self.record("pages", backend, variant, "eventsvc", measured["eventsvc"], page=name)
+            for round_ in range(a.page_rounds):
+                # Alternate the order, as the registration rounds do, so drift does not always favour one side.
+                for target, target_path in (targets if round_ % 2 == 0 else targets[::-1]):
+                    result = self.loadgen("get", [url(target, target_path)], a.page_users, count=a.page_count,
+                                          duration=a.page_duration, extra=extra, server=servers[target][1])
+                    self.record("pages", backend, variant, target, result, round=round_, page_of=name,
+                                page=name if target == "eventsvc" else f"bare Flask (for {name})")
 
     # -- checks -----------------------------------------------------------------------
     def verify(self, backend: str, database_url: str, completed: int) -> None:
@@ -369,7 +370,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup-capacity", type=int, default=20,
                    help="capacity of the warm-up event (small, so it fills up under concurrency)")
     p.add_argument("--page-users", type=int, default=32)
-    p.add_argument("--page-duration", type=float, default=3.0)
+    p.add_argument("--page-duration", type=float, default=2.0, help="seconds per page and round (upper bound)")
+    p.add_argument("--page-rounds", type=int, default=3,
+                   help="public pages: rounds per page, alternating the order of app and ceiling; the verdict is "
+                        "the median of the per-round ratios")
     p.add_argument("--page-count", type=int, default=50000)
     p.add_argument("--conditional", action="store_true",
                    help="public pages: clients revalidate with If-None-Match/If-Modified-Since")
@@ -397,7 +401,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a smoke run: 8 and 32 users, 2 s steps, sync only")
     args = p.parse_args(argv)
     if args.quick:  # smaller defaults; options given explicitly still win
-        p.set_defaults(users="8,32", duration=2.0, servers="sync", page_duration=2.0, warmup=1.0, target_rounds=1,
+        p.set_defaults(users="8,32", duration=2.0, servers="sync", page_duration=2.0, page_rounds=1, warmup=1.0, target_rounds=1,
                        fanout_n=2000, fanout_timeout=30.0)
         args = p.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
