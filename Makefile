@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app wsgi
 
-.PHONY: run test setup translations db demo bench clean
+.PHONY: run test setup translations db demo bench bench-summary clean
 
 $(BIN)/activate: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ test: setup node_modules/axe-core/axe.min.js
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+bench-summary: setup
+	$(BIN)/python -m bench.summary
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -469,6 +469,12 @@ def main(argv=None) -> int:
             "seconds": time.monotonic() - t0, "results": bench.results, "verifications": bench.verifications,
             "page_notes": bench.page_notes, "fanout": bench.fanout, "failures": failures}
     (RESULTS / "latest.json").write_text(json.dumps(data, indent=1, default=str))
+    if not failures and set(args.workloads) == {"register", "pages", "fanout"} and not args.quick:
+        # A whole run is kept for bench.summary, which judges the targets by the median of several.
+        commit = str(info.get("commit", "unknown")).split()
+        tag = commit[0] + ("+" if len(commit) > 1 else "")  # + : the tree had uncommitted changes
+        (RESULTS / "runs").mkdir(exist_ok=True)
+        (RESULTS / "runs" / f"{started:%Y%m%dT%H%M%S}-{tag}.json").write_text(json.dumps(data, indent=1, default=str))
     write_report(data)
     return 1 if failures else 0
 
