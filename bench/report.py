@@ -332,8 +332,8 @@ def verdicts(data: dict) -> dict[str, tuple[float, bool, str]]:
 
 
 def _value(value: float, unit: str) -> str:
-    if unit == "ratio":
-        return _pct(value)
+    if unit == "ratio":  # one decimal: a verdict at 49.6% must not read "50% ✘"
+        return f"{value * 100:.1f}%"
     return f"{value:,.0f} {unit}".strip() if unit in ("ms", "MB", "") else f"{value:,.2f} {unit}"
 
 

@@ -44,9 +44,9 @@ def test_the_summary_judges_each_target_by_its_median_over_runs():
             ("c.json", _run([(520, 1000)], (110, 200)))]
     lines = report.summary_lines(runs)
     page = next(line for line in lines if line.startswith("| page sqlite 2w sync event page"))
-    assert page == "| page sqlite 2w sync event page: ÷ bare Flask | 45% ✘ | 56% | 52% | 52% ✔ | 2/3 |"
+    assert page == "| page sqlite 2w sync event page: ÷ bare Flask | 45.0% ✘ | 56.0% | 52.0% | 52.0% ✔ | 2/3 |"
     ratio = next(line for line in lines if "registration sqlite 2w sync: ÷ minimal-insert" in line)
-    assert ratio.endswith("| 55% ✔ | 2/3 |")  # 45%, 60%, 55%
+    assert ratio.endswith("| 55.0% ✔ | 2/3 |")  # 45%, 60%, 55%
     p99 = next(line for line in lines if "registration sqlite 2w sync: p99" in line)
     assert p99.endswith("| 300 ms ✘ | 0/3 |")
     assert any(line.startswith("Targets met by the median over the runs: 3 of 4.") for line in lines)
