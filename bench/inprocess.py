@@ -1,0 +1,162 @@
+"""CPU time of a registration's GET and POST, in one process, for eventsvc and the minimal-insert ceiling.
+
+    python -m bench.inprocess                          # SQLite, 1,000 registrations per target
+    python -m bench.inprocess --backends sqlite,postgresql --count 2000
+
+Each target runs in its own process, through Flask's test client, one registration after
+another (GET the form, POST it with a unique email), and reports the CPU time (process_time,
+so waiting on the database server is not in it) per GET and per POST, and the median over
+--repeat passes. For eventsvc it also reports the floor under every write:
+transaction.unit_of_work (the SQLite write turn, BEGIN, COMMIT and the ORM session around
+them) around one `SELECT 1`, next to the same transaction on a connection taken straight from
+the pool.
+
+Faster than bench.instructions and closer to what a worker spends, but timed, so the
+machine's load moves it: compare runs made one right after the other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from .common import PYTHON, app_env, appdata, make_workdir, migrate, throwaway_database
+from .procs import ROOT
+
+TARGETS = ("eventsvc", "minimal-insert")
+SLUG = "bench-inprocess"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--backends", default="sqlite")
+    parser.add_argument("--count", type=int, default=1000, help="registrations per pass")
+    parser.add_argument("--repeat", type=int, default=3, help="passes; the median is shown")
+    parser.add_argument("--drive", choices=TARGETS, help=argparse.SUPPRESS)  # in the child process
+    args = parser.parse_args(argv)
+    if args.drive:
+        print(json.dumps(drive(args.drive, args.count, args.repeat)))
+        return 0
+    workdir = make_workdir()
+    try:
+        for backend in [b for b in args.backends.split(",") if b]:
+            for target in [t for t in args.targets.split(",") if t]:
+                figures = run_target(target, backend, workdir, args.count, args.repeat)
+                line = (f"{backend:10} {target:15} GET {figures['get_us']:6.0f} µs  POST {figures['post_us']:6.0f} µs"
+                        f"  CPU per request")
+                if "unit_of_work_us" in figures:
+                    line += (f";  a unit of work around SELECT 1 {figures['unit_of_work_us']:.0f} µs, "
+                             f"the same on a pooled connection {figures['raw_us']:.0f} µs")
+                print(line, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def run_target(target: str, backend: str, workdir, count: int, repeat: int) -> dict:
+    with throwaway_database(backend, workdir, f"inprocess-{target}") as url:
+        env = app_env(url, workdir / f"instance-{target}")
+        if target == "eventsvc":
+            migrate(env)
+            appdata(env, "create-events", json.dumps([{"slug": SLUG, "capacity": (count + 50) * repeat + 100}]))
+        out = subprocess.run([PYTHON, "-m", "bench.inprocess", "--drive", target, "--count", str(count),
+                              "--repeat", str(repeat)], env=env, cwd=ROOT, check=True, timeout=1800,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def drive(target: str, count: int, repeat: int) -> dict:
+    import logging
+
+    from .loadgen import find_csrf_token, person_headers
+
+    if target == "eventsvc":
+        import wsgi
+
+        app = wsgi.app
+        logging.getLogger().handlers[0].setStream(open("/dev/null", "w"))  # the request log, written nowhere
+    else:
+        from .ceilings.minimal_insert import app
+    path, origin = f"/e/{SLUG}", "https://localhost"
+    spent = {"get": 0.0, "post": 0.0}
+
+    def register(n: int) -> None:
+        client = app.test_client()  # a new visitor: no cookies
+        headers = person_headers(n, True)
+        started = time.process_time()
+        page = client.get(path, headers=headers)
+        spent["get"] += time.process_time() - started
+        token = find_csrf_token(page.data)
+        if page.status_code != 200 or token is None:
+            raise SystemExit(f"GET {path}: {page.status_code}")
+        data = {"csrf_token": token, "name": f"Deelnemer {n}", "email": f"inprocess-{n}@bench.example.org",
+                "organisation": "Bench BV", "role": "Tester", "consent": "y"}
+        started = time.process_time()
+        answer = client.post(path, headers={**headers, "Origin": origin, "Referer": origin + path}, data=data)
+        spent["post"] += time.process_time() - started
+        if answer.status_code != 303:
+            raise SystemExit(f"POST {path}: {answer.status_code}")
+
+    n, gets, posts = 0, [], []
+    for _ in range(50):  # warm-up: imports, templates, the pool
+        register(n)
+        n += 1
+    for _ in range(repeat):
+        spent.update(get=0.0, post=0.0)
+        for _ in range(count):
+            register(n)
+            n += 1
+        gets.append(spent["get"] / count * 1e6)
+        posts.append(spent["post"] / count * 1e6)
+    figures = {"get_us": statistics.median(gets), "post_us": statistics.median(posts)}
+    if target == "eventsvc":
+        figures.update(_unit_of_work_floor(app, count))
+    return figures
+
+
+def _unit_of_work_floor(app, count: int) -> dict:
+    from eventsvc.extensions import db
+    from eventsvc.transaction import unit_of_work
+
+    with app.app_context():
+        engine = db.engine
+        sqlite = engine.dialect.name == "sqlite"
+
+        def one_read() -> None:
+            db.session.connection().exec_driver_sql("SELECT 1")
+
+        def raw() -> None:
+            connection = engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                if sqlite:  # the app runs SQLite in autocommit and begins itself (extensions._begin)
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                if sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    connection.commit()
+                cursor.close()
+            finally:
+                connection.close()
+
+        def timed(function) -> float:
+            for _ in range(100):
+                function()
+            started = time.process_time()
+            for _ in range(count):
+                function()
+            return (time.process_time() - started) / count * 1e6
+
+        return {"unit_of_work_us": timed(lambda: unit_of_work(one_read)), "raw_us": timed(raw)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
