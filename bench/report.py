@@ -1,6 +1,8 @@
 """The results as Markdown tables, with every figure next to its ceiling from the same run."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 REGISTRATION_TARGET_USERS = 32
 REGISTRATION_MIN_RATIO = 0.5
 REGISTRATION_MAX_P99_MS = 250
@@ -297,7 +299,25 @@ def machine_lines(info: dict, started: str, seconds: float, options: str) -> lis
 def verdicts(data: dict) -> dict[str, tuple[float, bool, str]]:
     """Every figure the issue sets a target for, from one run: name → (value, met, unit).
     Ratios are fractions; the median over runs of each is what bench.summary shows."""
-    out: dict[str, tuple[float, bool, str]] = {}
+    return {name: (value, met(value), unit) for name, (value, met, unit) in _targets(data).items()}
+
+
+def _at_least(limit):
+    return lambda value: value >= limit
+
+
+def _below(limit):
+    return lambda value: value < limit
+
+
+def _none(value) -> bool:
+    return value == 0
+
+
+def _targets(data: dict) -> dict[str, tuple[float, Callable[[float], bool], str]]:
+    """name → (value, its target as a test, unit): one place for every threshold, applied to one
+    run's figure and to the median over several alike."""
+    out: dict[str, tuple[float, Callable[[float], bool], str]] = {}
     for (backend, server, users), by_target in _register_groups(data["results"]).items():
         if users != REGISTRATION_TARGET_USERS or "eventsvc" not in by_target:
             continue
@@ -305,29 +325,29 @@ def verdicts(data: dict) -> dict[str, tuple[float, bool, str]]:
         ratio = _round_ratio(by_target, "eventsvc", "minimal-insert")
         cell = f"registration {backend} {server}"
         if ratio is not None:
-            out[f"{cell}: ÷ minimal-insert"] = (ratio, ratio >= REGISTRATION_MIN_RATIO, "ratio")
+            out[f"{cell}: ÷ minimal-insert"] = (ratio, _at_least(REGISTRATION_MIN_RATIO), "ratio")
         if app["p99_ms"] is not None:
-            out[f"{cell}: p99"] = (app["p99_ms"], app["p99_ms"] < REGISTRATION_MAX_P99_MS, "ms")
-        out[f"{cell}: errors"] = (app["error_count"], app["error_count"] == 0, "")
+            out[f"{cell}: p99"] = (app["p99_ms"], _below(REGISTRATION_MAX_P99_MS), "ms")
+        out[f"{cell}: errors"] = (app["error_count"], _none, "")
     for v in data.get("verifications", []):
         bad = v["overbooked_events"] + v["counter_mismatches"] + v["outbox_mismatches"] + v["kind_mismatches"]
-        out[f"registration {v['backend']}: overbooking and outbox mismatches"] = (bad, bad == 0, "")
+        out[f"registration {v['backend']}: overbooking and outbox mismatches"] = (bad, _none, "")
     for (backend, server, page), by_target in _page_groups(data["results"]).items():
         ratio = _round_ratio(by_target, "eventsvc", "bare-flask")
         if ratio is not None and not page.startswith("stack floor"):  # the floor is shown, not a target
-            out[f"page {backend} {server} {page}: ÷ bare Flask"] = (ratio, ratio >= PAGES_MIN_RATIO, "ratio")
+            out[f"page {backend} {server} {page}: ÷ bare Flask"] = (ratio, _at_least(PAGES_MIN_RATIO), "ratio")
     fanout = data.get("fanout") or {}
     for r in fanout.get("runs", []):
         cell = f"fan-out {r['backend']} {r['registrants']:,} × {r['workers']} worker(s)"
         if r["registrants"] <= 10_000 and r.get("reschedule_s") is not None:
-            out[f"{cell}: reschedule"] = (r["reschedule_s"], r["reschedule_s"] < FANOUT_MAX_COMMIT_S, "s")
+            out[f"{cell}: reschedule"] = (r["reschedule_s"], _below(FANOUT_MAX_COMMIT_S), "s")
         ratio = _ratio(r.get("rate_per_s"), r.get("ceiling_rate_per_s"))
         if ratio is not None and r["backend"] == "postgresql" and r["workers"] == 2:
-            out[f"{cell}: ÷ smtplib"] = (ratio, ratio >= FANOUT_MIN_RATIO, "ratio")
+            out[f"{cell}: ÷ smtplib"] = (ratio, _at_least(FANOUT_MIN_RATIO), "ratio")
         if r.get("peak_rss_mb") is not None:
-            out[f"{cell}: worker peak RSS"] = (r["peak_rss_mb"], r["peak_rss_mb"] < FANOUT_MAX_RSS_MB, "MB")
+            out[f"{cell}: worker peak RSS"] = (r["peak_rss_mb"], _below(FANOUT_MAX_RSS_MB), "MB")
         dupes = (r.get("duplicate_recipients") or 0) + (r.get("duplicates") or 0)
-        out[f"{cell}: duplicates"] = (dupes, dupes == 0, "")
+        out[f"{cell}: duplicates"] = (dupes, _none, "")
     return out
 
 
@@ -341,7 +361,7 @@ def summary_lines(runs: list[tuple[str, dict]]) -> list[str]:
     """One row per target: its figure in each run, the median over the runs, and the verdict on the
     median. A cell near its line moves by about ±10 points between runs on a shared machine; the
     median of several runs is the figure to judge."""
-    per_run = [verdicts(data) for _name, data in runs]
+    per_run = [_targets(data) for _name, data in runs]
     names = list(dict.fromkeys(name for v in per_run for name in v))
     lines = [
         f"# eventsvc benchmark: {len(runs)} run{'s' if len(runs) != 1 else ''}",
@@ -357,28 +377,13 @@ def summary_lines(runs: list[tuple[str, dict]]) -> list[str]:
     for name in names:
         values = [v.get(name) for v in per_run]
         present = [v for v in values if v is not None]
-        unit = present[0][2]
-        median = _median([v[0] for v in present])
-        ok = _target_met(name, median, unit)
+        _, met, unit = present[0]
+        median = _median([value for value, _met, _unit in present])
+        ok = met(median)
         met_all += ok
-        cells = [("–" if v is None else _value(v[0], unit) + ("" if v[1] else " ✘")) for v in values]
+        cells = [("–" if v is None else _value(v[0], unit) + ("" if met(v[0]) else " ✘")) for v in values]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_value(median, unit)} {_mark(ok)} | "
-                     f"{sum(v[1] for v in present)}/{len(present)} |")
+                     f"{sum(met(value) for value, _met, _unit in present)}/{len(present)} |")
     lines += ["", f"Targets met by the median over the runs: {met_all} of {len(names)}.", ""]
     return lines
 
-
-def _target_met(name: str, value: float, unit: str) -> bool:
-    if name.endswith("÷ minimal-insert"):
-        return value >= REGISTRATION_MIN_RATIO
-    if name.endswith("÷ bare Flask"):
-        return value >= PAGES_MIN_RATIO
-    if name.endswith("÷ smtplib"):
-        return value >= FANOUT_MIN_RATIO
-    if name.endswith(": p99"):
-        return value < REGISTRATION_MAX_P99_MS
-    if name.endswith(": reschedule"):
-        return value < FANOUT_MAX_COMMIT_S
-    if name.endswith("worker peak RSS"):
-        return value < FANOUT_MAX_RSS_MB
-    return value == 0

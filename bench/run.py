@@ -468,13 +468,14 @@ def main(argv=None) -> int:
     data = {"machine": info, "options": options, "started": started.strftime("%Y-%m-%d %H:%M %Z"),
             "seconds": time.monotonic() - t0, "results": bench.results, "verifications": bench.verifications,
             "page_notes": bench.page_notes, "fanout": bench.fanout, "failures": failures}
-    (RESULTS / "latest.json").write_text(json.dumps(data, indent=1, default=str))
+    saved = json.dumps(data, indent=1, default=str)
+    (RESULTS / "latest.json").write_text(saved)
     if not failures and set(args.workloads) == {"register", "pages", "fanout"} and not args.quick:
         # A whole run is kept for bench.summary, which judges the targets by the median of several.
         commit = str(info.get("commit", "unknown")).split()
         tag = commit[0] + ("+" if len(commit) > 1 else "")  # + : the tree had uncommitted changes
         (RESULTS / "runs").mkdir(exist_ok=True)
-        (RESULTS / "runs" / f"{started:%Y%m%dT%H%M%S}-{tag}.json").write_text(json.dumps(data, indent=1, default=str))
+        (RESULTS / "runs" / f"{started:%Y%m%dT%H%M%S}-{tag}.json").write_text(saved)
     write_report(data)
     return 1 if failures else 0
 
