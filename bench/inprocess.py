@@ -24,10 +24,10 @@ import subprocess
 import sys
 import time
 
-from .common import PYTHON, app_env, appdata, make_workdir, migrate, throwaway_database
+from .common import PYTHON, make_workdir
 from .procs import ROOT
+from .testclient import TARGETS, get_form, load_app, post_form, target_environment
 
-TARGETS = ("eventsvc", "minimal-insert")
 SLUG = "bench-inprocess"
 
 
@@ -60,11 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_target(target: str, backend: str, workdir, count: int, repeat: int) -> dict:
-    with throwaway_database(backend, workdir, f"inprocess-{target}") as url:
-        env = app_env(url, workdir / f"instance-{target}")
-        if target == "eventsvc":
-            migrate(env)
-            appdata(env, "create-events", json.dumps([{"slug": SLUG, "capacity": (count + 50) * repeat + 100}]))
+    with target_environment(target, backend, workdir, slug=SLUG, capacity=(count + 50) * repeat + 100,
+                            label="inprocess") as env:
         out = subprocess.run([PYTHON, "-m", "bench.inprocess", "--drive", target, "--count", str(count),
                               "--repeat", str(repeat)], env=env, cwd=ROOT, check=True, timeout=1800,
                              capture_output=True, text=True).stdout
@@ -74,34 +71,19 @@ def run_target(target: str, backend: str, workdir, count: int, repeat: int) -> d
 def drive(target: str, count: int, repeat: int) -> dict:
     import logging
 
-    from .loadgen import find_csrf_token, person_headers
-
+    app, path = load_app(target), f"/e/{SLUG}"
     if target == "eventsvc":
-        import wsgi
-
-        app = wsgi.app
         logging.getLogger().handlers[0].setStream(open("/dev/null", "w"))  # the request log, written nowhere
-    else:
-        from .ceilings.minimal_insert import app
-    path, origin = f"/e/{SLUG}", "https://localhost"
     spent = {"get": 0.0, "post": 0.0}
 
     def register(n: int) -> None:
         client = app.test_client()  # a new visitor: no cookies
-        headers = person_headers(n, True)
         started = time.process_time()
-        page = client.get(path, headers=headers)
+        token = get_form(client, path, n)
         spent["get"] += time.process_time() - started
-        token = find_csrf_token(page.data)
-        if page.status_code != 200 or token is None:
-            raise SystemExit(f"GET {path}: {page.status_code}")
-        data = {"csrf_token": token, "name": f"Deelnemer {n}", "email": f"inprocess-{n}@bench.example.org",
-                "organisation": "Bench BV", "role": "Tester", "consent": "y"}
         started = time.process_time()
-        answer = client.post(path, headers={**headers, "Origin": origin, "Referer": origin + path}, data=data)
+        post_form(client, path, n, token, "inprocess")
         spent["post"] += time.process_time() - started
-        if answer.status_code != 303:
-            raise SystemExit(f"POST {path}: {answer.status_code}")
 
     n, gets, posts = 0, [], []
     for _ in range(50):  # warm-up: imports, templates, the pool

@@ -22,7 +22,6 @@ understates the gap between the app and the ceiling; `make bench` gives the real
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -31,10 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-from .common import PYTHON, app_env, appdata, make_workdir, migrate, throwaway_database
+from .common import PYTHON, make_workdir
 from .procs import ROOT
+from .testclient import TARGETS, get_form, load_app, post_form, target_environment
 
-TARGETS = ("eventsvc", "minimal-insert")
 SLUG = "bench-instructions"
 _DUMP = "measured"
 
@@ -74,12 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def count_target(target: str, backend: str, workdir: Path, count: int, warmup: int) -> float:
     """Run `target` under callgrind in a throw-away database; instructions per measured registration."""
-    with throwaway_database(backend, workdir, f"instr-{target}") as url:
+    with target_environment(target, backend, workdir, slug=SLUG, capacity=count + warmup + 100,
+                            label="instr") as env:
         # A fixed hash seed: with a random one, dict and set layouts (and so the count) vary a little.
-        env = dict(app_env(url, workdir / f"instance-{target}"), PYTHONHASHSEED="0")
-        if target == "eventsvc":
-            migrate(env)
-            appdata(env, "create-events", json.dumps([{"slug": SLUG, "capacity": count + warmup + 100}]))
+        env = dict(env, PYTHONHASHSEED="0")
         out = workdir / f"callgrind-{backend}-{target}.out"
         started = time.monotonic()
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -105,29 +102,11 @@ def measured_instructions(out: Path) -> int:
 
 def drive(target: str, count: int, warmup: int) -> None:
     """Inside valgrind: `warmup` registrations, zero the counters, `count` registrations, dump."""
-    from .loadgen import find_csrf_token, person_headers
-
-    if target == "eventsvc":
-        import wsgi  # what gunicorn serves, start-up included (gc.freeze)
-
-        app = wsgi.app
-    else:
-        from .ceilings.minimal_insert import app
-    path = f"/e/{SLUG}"
+    app, path = load_app(target), f"/e/{SLUG}"
 
     def register(n: int) -> None:
         client = app.test_client()  # a new visitor: no cookies
-        headers = person_headers(n, True)
-        page = client.get(path, headers=headers)
-        token = find_csrf_token(page.data)
-        if page.status_code != 200 or token is None:
-            raise SystemExit(f"GET {path}: {page.status_code}, token {token!r}")
-        origin = "https://localhost"
-        answer = client.post(path, headers={**headers, "Origin": origin, "Referer": origin + path}, data={
-            "csrf_token": token, "name": f"Deelnemer {n}", "email": f"instructions-{n}@bench.example.org",
-            "organisation": "Bench BV", "role": "Tester", "consent": "y"})
-        if answer.status_code != 303:
-            raise SystemExit(f"POST {path}: {answer.status_code}")
+        post_form(client, path, n, get_form(client, path, n), "instructions")
 
     for n in range(warmup):
         register(n)

@@ -256,11 +256,16 @@ def person_headers(n: int, forwarded: bool) -> dict:
     return {"X-Forwarded-For": f"10.{a >> 16}.{(a >> 8) & 255}.{a & 255}", "X-Forwarded-Proto": "https"}
 
 
+def registration_fields(token: str, n: int, prefix: str) -> dict:
+    """What the n-th person of a run (`prefix`) fills in on the form: a unique address each."""
+    return {"csrf_token": token, "name": f"Deelnemer {prefix} {n}", "email": f"{prefix}-{n}@bench.example.org",
+            "organisation": "Bench BV", "role": "Tester", "consent": "y"}
+
+
 async def register_user(uid: int, client, path: str, run: Run, prefix: str, forwarded: bool = True):
     scheme = "https" if forwarded else "http"
     origin = client.origin.replace("http://", f"{scheme}://", 1)
     while (n := run.next_index()) is not None:
-        email = f"{prefix}-{n}@bench.example.org"
         proxy = person_headers(n, forwarded)
         t0 = time.perf_counter()
         try:
@@ -272,8 +277,7 @@ async def register_user(uid: int, client, path: str, run: Run, prefix: str, forw
             if token is None:
                 run.error("GET without csrf_token", body)
                 continue
-            form = urlencode({"csrf_token": token, "name": f"Deelnemer {prefix} {n}", "email": email,
-                              "organisation": "Bench BV", "role": "Tester", "consent": "y"}).encode()
+            form = urlencode(registration_fields(token, n, prefix)).encode()
             # What a browser sends with a form POST; Referer matters behind TLS (Flask-WTF's strict check).
             post_headers = {"Content-Type": "application/x-www-form-urlencoded",
                             "Origin": origin, "Referer": origin + path, **proxy}
