@@ -5,6 +5,7 @@ import random
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -14,6 +15,8 @@ from .observability import SQLITE_WRITER_HOLD, SQLITE_WRITER_WAIT
 # SQLite: another writer holds the lock, or our snapshot went stale (WAL).
 # PostgreSQL: deadlock_detected, serialization_failure.
 _RETRYABLE_PG_CODES = {"40P01", "40001"}
+_DEPTH = ContextVar("eventsvc_unit_of_work_depth", default=0)  # units of work this thread is inside
+_WRITE_ENGINE = "_eventsvc_write_engine"
 
 
 def _is_retryable(error: DBAPIError) -> bool:
@@ -31,17 +34,30 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
     `retry_integrity` a unique constraint another request just satisfied) is
     run again from the start, so `work` must read everything it decides on.
     """
+    return _retrying(lambda: _in_session(work), attempts=attempts, retry_integrity=retry_integrity)
+
+
+def unit_of_work_on_connection(work, *, attempts: int = 8, retry_integrity: bool = False):
+    """unit_of_work() for `work(connection)` that runs its statements itself, on a Core connection.
+
+    The same transaction, write turn and retries, without the ORM session around them: the
+    session's autobegin, snapshot and commit bookkeeping cost more CPU than a registration's
+    statements, which run on the driver anyway (prepared.py). `work` must not use the session.
+    Inside another unit of work it runs on the session's connection, as part of that one.
+    """
+    if _DEPTH.get():
+        return work(db.session.connection())
+    session = db.session()
+    if session.in_transaction():  # a read left open earlier in the request: end it (see _begin_write)
+        session.rollback()
+    engine = session.get_bind()
+    return _retrying(lambda: _on_connection(engine, work), attempts=attempts, retry_integrity=retry_integrity)
+
+
+def _retrying(attempt_once, *, attempts: int, retry_integrity: bool):
     for attempt in range(1, attempts + 1):
         try:
-            with sqlite_writer_turn():
-                try:
-                    _begin_write()
-                    result = work()
-                    db.session.commit()
-                    return result
-                except BaseException:
-                    db.session.rollback()
-                    raise
+            return attempt_once()
         except IntegrityError:
             if not retry_integrity or attempt == attempts:
                 raise
@@ -49,6 +65,39 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
             if not _is_retryable(error) or attempt == attempts:
                 raise
             time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+
+
+def _in_session(work):
+    depth = _DEPTH.set(_DEPTH.get() + 1)
+    try:
+        with sqlite_writer_turn():
+            try:
+                _begin_write()
+                result = work()
+                db.session.commit()
+                return result
+            except BaseException:
+                db.session.rollback()
+                raise
+    finally:
+        _DEPTH.reset(depth)
+
+
+def _on_connection(engine, work):
+    depth = _DEPTH.set(_DEPTH.get() + 1)
+    try:
+        with sqlite_writer_turn(engine), _write_engine(engine).connect() as connection, connection.begin():
+            return work(connection)
+    finally:
+        _DEPTH.reset(depth)
+
+
+def _write_engine(engine):
+    """`engine` with the option that makes extensions._begin start a write transaction (one per engine)."""
+    writer = engine.__dict__.get(_WRITE_ENGINE)
+    if writer is None:
+        writer = engine.__dict__.setdefault(_WRITE_ENGINE, engine.execution_options(**{WRITE_TRANSACTION: True}))
+    return writer
 
 
 def _begin_write() -> None:
@@ -135,10 +184,10 @@ class _WriterQueue:
 _WRITERS = _WriterQueue()
 
 
-def sqlite_writer_turn():
+def sqlite_writer_turn(engine=None):
     """The scope of a unit of work that takes its turn to write on a SQLite file database (see
-    _WriterQueue) when it begins; nothing to wait for elsewhere."""
-    url = db.session.get_bind().url
+    _WriterQueue) when it begins; nothing to wait for elsewhere. `engine`: the session's bind."""
+    url = (engine or db.session.get_bind()).url
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return nullcontext()
     return _WRITERS.scope(os.path.abspath(url.database))

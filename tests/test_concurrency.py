@@ -222,17 +222,16 @@ def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_
     event = make_event(capacity=5)
     commits = []
 
-    def locked_once(_session):
+    def locked_once(_connection):
         commits.append(1)
         if len(commits) == 1:
             raise OperationalError("COMMIT", {}, Exception("database is locked"))
 
-    session = db.session()
-    sqlalchemy_event.listen(session, "before_commit", locked_once)
+    sqlalchemy_event.listen(db.engine, "commit", locked_once)
     try:
         result = register(event, name="Noor", email="noor@example.org")
     finally:
-        sqlalchemy_event.remove(session, "before_commit", locked_once)
+        sqlalchemy_event.remove(db.engine, "commit", locked_once)
     assert len(commits) == 2 and result.shown_status == "confirmed" and not result.repeat
     assert result.registration.email == "noor@example.org" and result.registration.is_confirmed
     rows = db.session.scalars(select(Registration).where(Registration.event_id == event.id)).all()
@@ -240,3 +239,58 @@ def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_
     kinds = db.session.scalars(select(Message.kind).where(Message.registration_id == rows[0].id)).all()
     assert kinds.count("confirmation") == 1
     assert db.session.scalar(select(Event.confirmed_count).where(Event.id == event.id)) == 1
+
+
+def test_a_new_registration_commits_on_a_connection_of_its_own_and_the_request_reads_it_afterwards(
+        app, make_event):
+    """A registration for a new address writes on a Core connection of its own, not in the ORM
+    session. A read the request made before it (here: the event) is ended first, so what the
+    request reads afterwards includes the new rows, on SQLite's snapshots too. The waiting-list
+    path (the confirmation taken back, the waiting-list notice queued) runs there as well."""
+    from sqlalchemy import event as sqlalchemy_event
+
+    from eventsvc.registrations.services import register_by_slug
+
+    event = make_event(capacity=1, day_before_reminder=True)
+    slug = event.slug
+    assert db.session.get(Event, event.id).places_left == 1  # a read transaction is open now
+    session_begins = []
+
+    def began(*_):
+        session_begins.append(1)
+
+    sqlalchemy_event.listen(db.session(), "after_begin", began)
+    try:
+        first = register_by_slug(slug, name="Noor", email="noor@example.org")
+        second = register_by_slug(slug, name="Sem", email="sem@example.org")
+    finally:
+        sqlalchemy_event.remove(db.session(), "after_begin", began)
+    assert session_begins == []
+    assert (first.shown_status, second.shown_status) == ("confirmed", "waitlisted")
+    assert db.session.get(Event, event.id).places_left == 0
+    assert (first.registration.status, second.registration.status) == ("confirmed", "waitlisted")
+    assert second.registration.waitlisted_at is not None
+
+    def kinds(result):
+        return sorted(db.session.scalars(select(Message.kind).where(
+            Message.registration_id == result.registration_id, Message.status == "pending")))
+    assert kinds(first) == ["confirmation", "day_before", "reminder"]
+    assert kinds(second) == ["waitlisted"]
+
+
+def test_a_registration_inside_another_unit_of_work_is_part_of_it(app, make_event):
+    """Called inside a caller's unit of work, a registration joins that transaction: when the
+    caller fails afterwards, neither the row, nor the seat, nor a notice remains."""
+    from eventsvc.transaction import unit_of_work
+
+    event = make_event(capacity=3)
+
+    def registers_then_fails():
+        assert register(event, name="Noor", email="noor@example.org").shown_status == "confirmed"
+        raise RuntimeError("the caller's next step failed")
+
+    with pytest.raises(RuntimeError):
+        unit_of_work(registers_then_fails)
+    assert db.session.scalar(select(func.count(Registration.id)).where(Registration.event_id == event.id)) == 0
+    assert db.session.scalar(select(func.count(Message.id)).where(Message.event_id == event.id)) == 0
+    assert db.session.get(Event, event.id).confirmed_count == 0

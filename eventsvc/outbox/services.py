@@ -3,7 +3,7 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import String, case, cast, delete, literal, select, update
+from sqlalchemy import String, bindparam, case, cast, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
@@ -16,13 +16,16 @@ COLUMNS = ["kind", "event_id", "registration_id", "dedupe_key", "payload", "send
            "attempts", "message_id", "created_at"]
 
 
-def _insert_skipping_duplicates(select_or_rows):
+def _insert_skipping_duplicates(select_or_rows, connection=None):
     """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either backend; returns the rows written.
 
     `select_or_rows` is a SELECT, or a list of rows. Rows go to the driver's executemany
     with one constant statement, compiled once per database (prepared.py): every
     registration runs it, on SQLite while holding the database's only write lock.
+    `connection`: that of a unit of work that runs without the session (rows only).
     """
+    if connection is not None:
+        return _insert_rows_skipping_duplicates(connection.dialect.name).rowcount_many(connection, select_or_rows)
     session = db.session()
     dialect = session.get_bind().dialect.name
     # What the session still holds is written first, as an ORM execute would (autoflush):
@@ -60,18 +63,19 @@ def notice(kind: str, *, dedupe_key: str, registration=None, event=None,
     )
 
 
-def enqueue_all(notices: list[dict]) -> int:
+def enqueue_all(notices: list[dict], *, connection=None) -> int:
     """Queue these notices in one statement, each unless one with its `dedupe_key` exists.
 
     Returns how many rows were written. `INSERT … ON CONFLICT DO NOTHING` keeps
-    this safe when two requests race for the same key.
+    this safe when two requests race for the same key. In the session's transaction, or on
+    `connection`, that of a unit of work that runs without the session.
     """
-    return _insert_skipping_duplicates(notices) if notices else 0
+    return _insert_skipping_duplicates(notices, connection) if notices else 0
 
 
-def enqueue(kind: str, **fields) -> bool:
+def enqueue(kind: str, *, connection=None, **fields) -> bool:
     """Queue one notice (see notice()); returns whether a row was written."""
-    return enqueue_all([notice(kind, **fields)]) == 1
+    return enqueue_all([notice(kind, **fields)], connection=connection) == 1
 
 
 def enqueue_for_registrants(event, kind: str, payload: dict, now: datetime, *,
@@ -110,9 +114,13 @@ def supersede_pending(*, event_id: int, kinds: tuple[str, ...], registration_id:
     return db.session.execute(statement).rowcount
 
 
-def delete_pending(*, registration_id: int, dedupe_keys: list[str]) -> int:
-    """Delete unsent notices of one registration by their dedupe keys (see notifications.retract)."""
-    return db.session.execute(
-        delete(Message).where(Message.registration_id == registration_id, Message.status == "pending",
-                              Message.dedupe_key.in_(dedupe_keys))
-        .execution_options(synchronize_session=False)).rowcount
+def delete_pending(*, registration_id: int, dedupe_keys: list[str], connection=None) -> int:
+    """Delete unsent notices of one registration by their dedupe keys (see notifications.retract).
+    In the session's transaction, or on `connection` (see enqueue_all)."""
+    rows = [{"registration_id": registration_id, "dedupe_key": key} for key in dedupe_keys]
+    return _DELETE_PENDING.rowcount_many(connection or db.session.connection(), rows) if rows else 0
+
+
+_DELETE_PENDING = Prepared(delete(Message.__table__).where(
+    Message.__table__.c.registration_id == bindparam("registration_id"), Message.__table__.c.status == "pending",
+    Message.__table__.c.dedupe_key == bindparam("dedupe_key")))

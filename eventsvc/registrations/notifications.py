@@ -19,25 +19,27 @@ def _incarnation(registration) -> str:
     return registration.registered_at.strftime("%Y%m%dT%H%M%S%f")
 
 
-def notify_confirmed(registration, event, *, now: datetime) -> list[dict]:
-    """Queue the confirmation and the reminders; returns them, for retract()."""
+def notify_confirmed(registration, event, *, now: datetime, connection=None) -> list[dict]:
+    """Queue the confirmation and the reminders; returns them, for retract().
+    `connection`: the unit of work's, when it runs without the session (outbox.services.enqueue_all)."""
     notices = [notice("confirmation", registration=registration,
                       dedupe_key=f"confirmation:{registration.id}:{_incarnation(registration)}"),
                *reminders_for(registration, event, now=now)]
-    enqueue_all(notices)
+    enqueue_all(notices, connection=connection)
     return notices
 
 
-def retract(registration, notices: list[dict]) -> None:
+def retract(registration, notices: list[dict], *, connection=None) -> None:
     """Take back notices queued for `registration` earlier in this transaction.
 
     Only pending rows with these dedupe keys go: for a registration that was cancelled and
     is now revived, older rows with the same key were marked superseded on cancelling."""
-    delete_pending(registration_id=registration.id, dedupe_keys=[n["dedupe_key"] for n in notices])
+    delete_pending(registration_id=registration.id, dedupe_keys=[n["dedupe_key"] for n in notices],
+                   connection=connection)
 
 
-def notify_waitlisted(registration, *, now: datetime) -> None:
-    enqueue("waitlisted", registration=registration,
+def notify_waitlisted(registration, *, now: datetime, connection=None) -> None:
+    enqueue("waitlisted", registration=registration, connection=connection,
             dedupe_key=f"waitlisted:{registration.id}:{_incarnation(registration)}")
 
 

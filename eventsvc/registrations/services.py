@@ -21,7 +21,7 @@ from ..formatting import current_locale, format_moment
 from ..observability import count_registration
 from ..prepared import Prepared
 from ..security import ADDRESS_CAP_MESSAGE, recent_registrations_of_address, registrations_per_address_allowed
-from ..transaction import unit_of_work
+from ..transaction import unit_of_work, unit_of_work_on_connection
 from ..types import utcnow
 from .models import Registration, new_token
 from . import notifications
@@ -76,11 +76,11 @@ def register(event: Event, *, name: str, email: str, organisation: str = "", rol
     """Register `email` for `event`, confirmed if a seat is free, else on the waiting list."""
     event_id = event.id  # the event itself is read again inside the transaction
 
-    def work(now):
-        context = _read_context(_CONTEXT_BY_ID, _context_params(email, now, event_id=event_id))
+    def work(connection, now):
+        context = _read_context(connection, _CONTEXT_BY_ID, _context_params(email, now, event_id=event_id))
         if context is None:  # deleted since the caller read it
             raise NotFound(_l("Deze bijeenkomst bestaat niet meer."))
-        return _register(context, name=name, email=email, organisation=organisation, role=role,
+        return _register(connection, context, name=name, email=email, organisation=organisation, role=role,
                          locale=locale, now=now)
     return _counted(work, now)
 
@@ -92,19 +92,32 @@ def register_by_slug(slug: str, *, name: str, email: str, organisation: str = ""
     if not possible_slug(slug):
         return None
 
-    def work(now):
-        context = _read_context(_CONTEXT_BY_SLUG, _context_params(email, now, slug=slug))
-        return context and _register(context, name=name, email=email, organisation=organisation, role=role,
-                                     locale=locale, now=now)
+    def work(connection, now):
+        context = _read_context(connection, _CONTEXT_BY_SLUG, _context_params(email, now, slug=slug))
+        return context and _register(connection, context, name=name, email=email, organisation=organisation,
+                                     role=role, locale=locale, now=now)
     return _counted(work, now)
 
 
+class _NeedsTheSession(Exception):
+    """The registration needs mapped objects (a registration to revive or repeat, a webhook):
+    run it again in a unit of work with the ORM session."""
+
+
 def _counted(work, now: datetime | None) -> RegistrationResult | None:
+    """Run `work(connection, now)` as one unit of work, and count its outcome.
+
+    Most registrations are new rows for an address not seen before: their statements run on a
+    Core connection, without the ORM session (transaction.unit_of_work_on_connection). The rest
+    start over with the session, whose connection `work` then gets."""
     now = now or utcnow()
     # A unique-constraint clash means the same address registered at the same
     # moment; the retry then sees that row and treats this as a repeat.
     try:
-        result = unit_of_work(lambda: work(now), retry_integrity=True)
+        try:
+            result = unit_of_work_on_connection(lambda connection: work(connection, now), retry_integrity=True)
+        except _NeedsTheSession:
+            result = unit_of_work(lambda: work(db.session.connection(), now), retry_integrity=True)
     except ServiceError:
         count_registration("refused")
         raise
@@ -114,11 +127,13 @@ def _counted(work, now: datetime | None) -> RegistrationResult | None:
     return result
 
 
-def _register(context, *, name, email, organisation, role, locale, now):
+def _register(connection, context, *, name, email, organisation, role, locale, now):
     event, existing_id, recent_of_address, any_webhook = context
     refusal = registration_refusal(event, now)
     if refusal:
         raise ServiceError(refusal)
+    if (existing_id is not None or any_webhook) and not _is_the_sessions(connection):
+        raise _NeedsTheSession
     key = normalize_email(email)
     # Locked (PostgreSQL): of two posts that revive the same cancelled registration at once
     # (a double click), the second waits here and then finds it active, a repeat.
@@ -134,26 +149,32 @@ def _register(context, *, name, email, organisation, role, locale, now):
     values = dict(name=name, email=email.strip(), organisation=organisation, role=role, locale=locale,
                   registered_at=now, consent_at=now, cancelled_at=None, status="confirmed", waitlisted_at=None,
                   reschedule_response=None, reschedule_response_at=None)
-    registration = _revive(existing, values) if existing is not None else _insert(event, key, values)
+    registration = _revive(existing, values) if existing is not None else _insert(connection, event, key, values)
     # The row and a confirmed registrant's notices are written before the seat is taken: on
     # PostgreSQL the seat's UPDATE locks the event's row, which every registration for the
     # event writes, until the commit; so the lock covers that UPDATE and the commit alone.
     # Without a seat (the rarer case), the notices are taken back before anyone could see them.
-    queued = notifications.notify_confirmed(registration, event, now=now)
-    if not _take_seat(event, newcomer=True):
-        _mark_waitlisted(registration, now)
-        notifications.retract(registration, queued)
-        notifications.notify_waitlisted(registration, now=now)
+    queued = notifications.notify_confirmed(registration, event, now=now, connection=connection)
+    if not _take_seat(event, newcomer=True, connection=connection):
+        _mark_waitlisted(connection, registration, now)
+        notifications.retract(registration, queued, connection=connection)
+        notifications.notify_waitlisted(registration, now=now, connection=connection)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
                       subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
     return RegistrationResult(registration.id, registration.status)
 
 
-def _mark_waitlisted(registration, now: datetime) -> None:
-    registration.status, registration.waitlisted_at = "waitlisted", now  # a revived one: flushed with the notice
+def _is_the_sessions(connection) -> bool:
+    """Whether `connection` is the ORM session's, so that mapped objects load and flush in its transaction."""
+    session = db.session()
+    return session.in_transaction() and session.connection() is connection
+
+
+def _mark_waitlisted(connection, registration, now: datetime) -> None:
+    registration.status, registration.waitlisted_at = "waitlisted", now  # a revived one: flushed at the commit
     if isinstance(registration, NewRegistration):
-        db.session.connection().execute(_MARK_WAITLISTED, {"registration_id": registration.id, "waitlisted_at": now})
+        _MARK_WAITLISTED.rowcount(connection, {"registration_id": registration.id, "waitlisted_at": now})
 
 
 def _revive(registration: Registration, values: dict) -> Registration:
@@ -163,7 +184,7 @@ def _revive(registration: Registration, values: dict) -> Registration:
     return registration
 
 
-def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> NewRegistration:
+def _insert(connection, event: EventSnapshot, email_normalized: str, values: dict) -> NewRegistration:
     """A new registration's row, written with one plain INSERT.
 
     Not built as a mapped object: the ORM's flush of a new object, or even building one and
@@ -171,17 +192,17 @@ def _insert(event: EventSnapshot, email_normalized: str, values: dict) -> NewReg
     process holds the database's only write lock (transaction.py)."""
     values = dict(values, event_id=event.id, email_normalized=email_normalized, token=new_token(),
                   first_joined_at=None)
-    values["id"] = _INSERT_REGISTRATION.first(db.session.connection(), values)["id"]
+    values["id"] = _INSERT_REGISTRATION.first(connection, values)["id"]
     return NewRegistration(**values, event=event)
 
 
-def _read_context(statement, params: dict) -> tuple | None:
+def _read_context(connection, statement, params: dict) -> tuple | None:
     """(event, existing_id, recent_of_address, any_webhook), or None when there is no such event.
 
     The event comes as a plain copy of its row (EventSnapshot, with the same rules): read
     on the driver (prepared.py), because loading the mapped event costs several times the
     query, and on SQLite this runs while the process holds the database's only write lock."""
-    values = statement.first(db.session.connection(), params)
+    values = statement.first(connection, params)
     if values is None:
         return None
     return (EventSnapshot({key: values[key] for key in _EVENT_COLUMNS}),
@@ -218,7 +239,7 @@ _CONTEXT_BY_SLUG = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT)
 _CONTEXT_BY_ID = Prepared(select(*_CONTEXT_EVENT, *_CONTEXT).where(Event.id == bindparam("event_id")))
 _EVENT_BY_ID = select(*_CONTEXT_EVENT).where(Event.id == bindparam("event_id"))
 _INSERT_REGISTRATION = Prepared(insert(Registration.__table__).returning(Registration.__table__.c.id))
-_MARK_WAITLISTED = (update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
+_MARK_WAITLISTED = Prepared(update(Registration.__table__).where(Registration.__table__.c.id == bindparam("registration_id"))
                     .values(status="waitlisted", waitlisted_at=bindparam("waitlisted_at")))
 _SEAT_UPDATE = (
     update(Event)
@@ -231,7 +252,7 @@ _TAKE_SEAT_UNLESS_WAITING = Prepared(_SEAT_UPDATE.where(~select(Registration.id)
     Registration.event_id == bindparam("seat_event_id"), Registration.status == "waitlisted").exists()))
 
 
-def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
+def _take_seat(event: Event, *, newcomer: bool = False, connection=None) -> bool:
     """Take one seat with a single conditional write; False when the event is full.
 
     A `newcomer` never jumps the queue: while anyone is on the waiting list,
@@ -240,7 +261,7 @@ def _take_seat(event: Event, *, newcomer: bool = False) -> bool:
     statement = _TAKE_SEAT_UNLESS_WAITING if newcomer else _TAKE_SEAT
     # On the driver (prepared.py): nothing in the session needs synchronising (the counter is
     # only ever read fresh), and the ORM's bulk-update path costs more than the write.
-    return statement.rowcount(db.session.connection(), {"seat_event_id": event.id}) == 1
+    return statement.rowcount(connection or db.session.connection(), {"seat_event_id": event.id}) == 1
 
 
 def _release_seat(event: Event) -> None:
