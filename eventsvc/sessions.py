@@ -5,26 +5,35 @@ session cookie that holds its secret half. Flask and Flask-WTF build a new
 serializer (its signer, its derived key) for every cookie and every token, and
 try to zlib-compress a payload of a few dozen bytes that never gets shorter.
 Here one serializer per secret key is built and kept, it keeps one signer with
-its key derived once, and it skips the compression. What it writes reads back
-with the stock serializers (and the other way round): the same signatures, the
-same encoding, only never the compressed form. `Form` is a FlaskForm that makes its
-token only when it is rendered, not for every post that builds it.
+its key derived once and signs in one call of hmac.digest(), and it skips the
+compression. A session of plain values (a new visitor's holds only the CSRF
+token's secret half) is written as JSON in one call, without Flask's walk for
+tagged types, which gives the same text for such values. What it writes reads
+back with the stock serializers (and the other way round): the same signatures,
+the same encoding, only never the compressed form. The cookie itself is set as
+Flask sets it. `Form` is a FlaskForm that makes its token only when it is
+rendered, not for every post that builds it.
 """
 import hashlib
+import hmac
+import json
 import os
 from threading import Lock
 
 from flask import current_app, g, session
+from flask.json.provider import DefaultJSONProvider
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf import FlaskForm
 from itsdangerous import Serializer, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous.encoding import base64_encode, want_bytes
+from itsdangerous.signer import HMACAlgorithm
 from wtforms.csrf.core import CSRFTokenField
 from wtforms.fields import HiddenField
 
 
 class _KeptKeySigner(TimestampSigner):
-    """A TimestampSigner that derives its signing key once."""
+    """A TimestampSigner that derives its signing key once and signs in one call."""
 
     def derive_key(self, secret_key=None):
         if secret_key is not None:  # unsigning tries each key (fallbacks too): as usual
@@ -33,6 +42,15 @@ class _KeptKeySigner(TimestampSigner):
         if key is None:
             key = self._derived_key = super().derive_key()
         return key
+
+    def get_signature(self, value) -> bytes:
+        # HMACAlgorithm builds an HMAC object for every signature; hmac.digest() gives the same bytes.
+        if type(self.algorithm) is not HMACAlgorithm:
+            return super().get_signature(value)
+        digest = self.__dict__.get("_digest_name")
+        if digest is None:
+            digest = self._digest_name = self.algorithm.digest_method().name  # e.g. "sha1"
+        return base64_encode(hmac.digest(self.derive_key(), want_bytes(value), digest))
 
 
 class KeptSerializer(URLSafeTimedSerializer):
@@ -67,8 +85,34 @@ class _KeptPerKey:
         return serializer
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class _SessionJSON(TaggedJSONSerializer):
+    """Flask's session serializer. A session of plain values (strings, numbers, booleans, None)
+    needs none of its tags: written with one kept encoder set as the app's JSON provider
+    writes, which is the same text Flask's tagging walk and a new encoder per call give."""
+
+    _encoders: dict = {}
+
+    def dumps(self, value) -> str:
+        provider = current_app.json
+        if type(provider) is not DefaultJSONProvider or type(value) is not dict \
+                or (len(value) == 1 and next(iter(value)) in self.tags) \
+                or not all(type(item) in _PLAIN for item in value.values()):
+            return super().dumps(value)
+        options = (provider.sort_keys, provider.ensure_ascii)
+        encode = self._encoders.get(options)
+        if encode is None:
+            encode = self._encoders.setdefault(options, json.JSONEncoder(
+                separators=(",", ":"), sort_keys=options[0], ensure_ascii=options[1]).encode)
+        return encode(value)
+
+
 class SessionInterface(SecureCookieSessionInterface):
     """Exactly Flask's cookie sessions, with a kept KeptSerializer."""
+
+    serializer = _SessionJSON()
 
     def __init__(self):
         self._serializers = _KeptPerKey(lambda secret_key, fallbacks: KeptSerializer(
@@ -79,6 +123,35 @@ class SessionInterface(SecureCookieSessionInterface):
         if not app.secret_key:
             return None
         return self._serializers(app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+
+    def save_session(self, app, session, response) -> None:
+        """Flask's (3.1), line for line, but for `Vary: Cookie`: response.vary.add() parses the
+        header into a set and writes it back, at each of its two calls, for every visitor."""
+        name, domain, path = self.get_cookie_name(app), self.get_cookie_domain(app), self.get_cookie_path(app)
+        cookie = dict(domain=domain, path=path, secure=self.get_cookie_secure(app),
+                      partitioned=self.get_cookie_partitioned(app), samesite=self.get_cookie_samesite(app),
+                      httponly=self.get_cookie_httponly(app))
+        if session.accessed:
+            _vary_on_cookie(response)
+        if not session:  # an emptied session's cookie is removed; an empty one is never set
+            if session.modified:
+                response.delete_cookie(name, **cookie)
+                _vary_on_cookie(response)
+            return
+        if not self.should_set_cookie(app, session):
+            return
+        expires = self.get_expiration_time(app, session)
+        response.set_cookie(name, self.get_signing_serializer(app).dumps(dict(session)), expires=expires, **cookie)
+        _vary_on_cookie(response)
+
+
+def _vary_on_cookie(response) -> None:
+    """response.vary.add("Cookie"): the same header, written only when Cookie is not in it yet."""
+    vary = response.headers.get("Vary")
+    if not vary:
+        response.headers["Vary"] = "Cookie"
+    elif "cookie" not in (value.strip().lower() for value in vary.split(",")):
+        response.headers["Vary"] = f"{vary}, Cookie"
 
 
 _csrf_serializers = _KeptPerKey(lambda secret_key: KeptSerializer(secret_key, salt="wtf-csrf-token"))

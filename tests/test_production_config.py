@@ -6,6 +6,7 @@ Until `create_app` calls them, `build()` calls `init_security`,
 the same tests prove the wiring.
 """
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -247,3 +248,59 @@ def test_testing_sends_no_hsts_and_plain_cookies(client, make_event):
     assert "Strict-Transport-Security" not in response.headers
     [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
     assert "Secure" not in cookie and "HttpOnly" in cookie
+
+
+@pytest.mark.parametrize("app_config", [PRODUCTION_APP], ids=["production"])
+def test_a_request_line_written_straight_to_the_log_handler_is_the_line_logging_writes(client, make_event):
+    """In production nothing but the app's own JSON handler listens, and the request's line is
+    written to it directly (observability._write_request_line). It must be the line the logging
+    module writes through that handler when another handler listens too."""
+    import io
+    import json
+    import logging
+
+    from eventsvc.observability import JsonFormatter, RequestIdFilter
+
+    root = logging.getLogger()
+    [ours] = [handler for handler in root.handlers if getattr(handler, "_eventsvc", False)]
+    other = logging.StreamHandler(io.StringIO())
+    other.setFormatter(JsonFormatter())
+    other.addFilter(RequestIdFilter())
+    path = f"/e/{make_event().slug}?email=someone@example.org"
+    kept, written = root.handlers[:], io.StringIO()
+    kept_stream, make_record = ours.setStream(written), logging.getLogRecordFactory()
+    records = []
+
+    def counted(*args, **kwargs):
+        record = make_record(*args, **kwargs)
+        if record.name == "eventsvc.request":
+            records.append(record)
+        return record
+
+    logging.setLogRecordFactory(counted)
+    try:
+        root.handlers = [ours]  # as in production (pytest's own capture set aside)
+        assert client.get(path, headers={"X-Request-ID": "edge-1"}).status_code == 200
+        assert records == []  # written without a LogRecord
+        root.handlers = [ours, other]  # someone else listens: through logging, to both
+        assert client.get(path, headers={"X-Request-ID": "edge-1"}).status_code == 200
+        assert len(records) == 1
+    finally:
+        root.handlers = kept
+        ours.setStream(kept_stream)
+        logging.setLogRecordFactory(make_record)
+
+    def request_lines(stream):
+        return [line for line in map(json.loads, stream.getvalue().splitlines()) if line["logger"] == "eventsvc.request"]
+
+    direct, through_ours = request_lines(written)
+    [through_other] = request_lines(other.stream)
+    assert through_ours == through_other
+    assert list(direct) == list(through_other)  # the same fields in the same order
+    for line in (direct, through_other):
+        assert line["msg"] == f"GET {line['path']} 200 {line['duration_ms']:.1f} ms"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line.pop("ts"))
+        line.pop("msg"), line.pop("duration_ms")
+    assert direct == through_other == {"level": "INFO", "logger": "eventsvc.request", "request_id": "edge-1",
+                                       "method": "GET", "path": path.split("?")[0], "status": 200,
+                                       "endpoint": "events.show"}

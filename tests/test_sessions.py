@@ -1,10 +1,11 @@
 """Session cookies and CSRF tokens are signed by kept serializers (eventsvc/sessions.py) that
 must stay interchangeable with Flask's and Flask-WTF's own: what one writes, the other reads."""
 import hashlib
+import os
 from contextlib import contextmanager
 
 import pytest
-from flask import g, session
+from flask import g, request as flask_request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms import ValidationError
@@ -121,3 +122,35 @@ def test_a_valid_post_signs_no_token_it_never_shows(app, make_event, monkeypatch
         monkeypatch.setattr(maker, lambda *args, **kwargs: signed.append(1) or "x")
     assert post_form(visitor, event, csrf_token=token, email="een@example.org").status_code == 303
     assert signed == []
+
+
+@pytest.mark.parametrize("change", ["new token", "emptied", "read only", "untouched"])
+def test_our_session_cookie_and_vary_header_are_flasks(app, change):
+    """SessionInterface.save_session is Flask's, apart from how it adds `Vary: Cookie`: the same
+    Set-Cookie (a value Flask reads) and the same Vary, after the app's own Vary: Accept-Language."""
+    raw = hashlib.sha1(os.urandom(8)).hexdigest()
+
+    def saved(interface):
+        with app.test_request_context("/", headers={"Cookie": "session=" + stock_serializer(app).dumps({"lang": "en"})}):
+            session = interface.open_session(app, flask_request)
+            if change == "new token":
+                session["csrf_token"] = raw
+            elif change == "emptied":
+                session.clear()
+            elif change == "read only":
+                session.accessed = True  # as reading it through flask.session marks it
+            response = app.response_class("page", headers={"Vary": "Accept-Language"})
+            interface.save_session(app, session, response)
+            return response.headers
+
+    ours, flasks = saved(app.session_interface), saved(SecureCookieSessionInterface())
+    assert ours.get("Vary") == flasks.get("Vary")
+    assert ours.get("Vary") == {"new token": "Accept-Language, Cookie", "emptied": "Accept-Language, Cookie",
+                                "read only": "Accept-Language, Cookie", "untouched": "Accept-Language"}[change]
+    our_cookie, flasks_cookie = ours.getlist("Set-Cookie"), flasks.getlist("Set-Cookie")
+    assert len(our_cookie) == len(flasks_cookie) == (1 if change in ("new token", "emptied") else 0)
+    if our_cookie:
+        value, attributes = our_cookie[0].split(";", 1)
+        assert attributes == flasks_cookie[0].split(";", 1)[1]
+        if change == "new token":
+            assert stock_serializer(app).loads(value.split("=", 1)[1]) == {"lang": "en", "csrf_token": raw}
