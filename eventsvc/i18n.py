@@ -13,7 +13,7 @@ A form posted from a page of an earlier version still works (with its CSRF token
 """
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, has_request_context, redirect, request, session, url_for
+from flask import Blueprint, abort, g, has_request_context, redirect, request, session, url_for
 from flask_babel import refresh
 
 LANGUAGES = ("nl", "en")
@@ -48,8 +48,10 @@ def choose_the_locale_per_request():
     context. A request shares an app context that is already active (the test
     suite keeps one open around many requests), so without this the first
     request's language would stick to every later one, whatever its session
-    or Accept-Language says."""
-    refresh()
+    or Accept-Language says. (Flask-Babel keeps what it worked out on `g._flask_babel`: a context
+    pushed for this request alone, as under gunicorn, has nothing to forget.)"""
+    if "_flask_babel" in g._get_current_object().__dict__:
+        refresh()
 
 
 @bp.route("/taal", methods=["GET", "POST"])

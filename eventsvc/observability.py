@@ -418,8 +418,9 @@ def _write_request_line(level: int, message: str, fields: dict) -> bool:
     try:
         handler.stream.write(line + handler.terminator)
         handler.flush()
-    except Exception:  # logging reports it its own way (handleError)
-        return False
+    except Exception:  # reported as StreamHandler.emit reports it (part of the line may be out)
+        handler.handleError(request_log.makeRecord(request_log.name, level, "(unknown file)", 0, message, None, None,
+                                                   extra=fields))
     finally:
         handler.release()
     return True

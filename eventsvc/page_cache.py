@@ -161,7 +161,8 @@ def _shareable_request() -> bool:
 def _maybe_logged_in() -> bool:
     # Flask-Login keeps the organiser's id in the session, or restores it from its
     # remember cookie: without either nobody is logged in, and nothing needs loading.
-    if "_user_id" not in session and _remember_cookie() not in request.cookies:
+    if "_user_id" not in session and ("HTTP_COOKIE" not in request.environ
+                                      or _remember_cookie() not in request.cookies):
         return False
     return current_user.is_authenticated
 

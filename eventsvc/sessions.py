@@ -44,13 +44,26 @@ class _KeptKeySigner(TimestampSigner):
         return key
 
     def get_signature(self, value) -> bytes:
-        # HMACAlgorithm builds an HMAC object for every signature; hmac.digest() gives the same bytes.
-        if type(self.algorithm) is not HMACAlgorithm:
-            return super().get_signature(value)
+        # HMACAlgorithm builds an HMAC object for every signature; hmac.digest() gives the same bytes
+        # for a hash known by its name (sha1, sha256, …), which the first signature checks.
         digest = self.__dict__.get("_digest_name")
         if digest is None:
-            digest = self._digest_name = self.algorithm.digest_method().name  # e.g. "sha1"
+            digest = self._digest_name = self._hash_name(value)
+        if not digest:
+            return super().get_signature(value)
         return base64_encode(hmac.digest(self.derive_key(), want_bytes(value), digest))
+
+    def _hash_name(self, value) -> str:
+        """The name hmac.digest() knows this signer's hash by, or "" when it must sign as usual."""
+        if type(self.algorithm) is not HMACAlgorithm:
+            return ""
+        name = self.algorithm.digest_method().name
+        try:
+            same = hmac.digest(self.derive_key(), want_bytes(value), name) == \
+                self.algorithm.get_signature(self.derive_key(), want_bytes(value))
+        except ValueError:  # a hash that hmac.digest() does not know by that name
+            return ""
+        return name if same else ""
 
 
 class KeptSerializer(URLSafeTimedSerializer):
@@ -96,7 +109,7 @@ class _SessionJSON(TaggedJSONSerializer):
     _encoders: dict = {}
 
     def dumps(self, value) -> str:
-        provider = current_app.json
+        provider = current_app.json if current_app else None  # outside an app, Flask's own way
         if type(provider) is not DefaultJSONProvider or type(value) is not dict \
                 or (len(value) == 1 and next(iter(value)) in self.tags) \
                 or not all(type(item) in _PLAIN for item in value.values()):
@@ -123,6 +136,12 @@ class SessionInterface(SecureCookieSessionInterface):
         if not app.secret_key:
             return None
         return self._serializers(app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+
+    def open_session(self, app, request):
+        # Most requests of new visitors carry no cookie at all: nothing to parse.
+        if "HTTP_COOKIE" not in request.environ and self.get_signing_serializer(app) is not None:
+            return self.session_class()
+        return super().open_session(app, request)
 
     def save_session(self, app, session, response) -> None:
         """Flask's (3.1), line for line, but for `Vary: Cookie`: response.vary.add() parses the

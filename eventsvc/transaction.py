@@ -15,7 +15,9 @@ from .observability import SQLITE_WRITER_HOLD, SQLITE_WRITER_WAIT
 # SQLite: another writer holds the lock, or our snapshot went stale (WAL).
 # PostgreSQL: deadlock_detected, serialization_failure.
 _RETRYABLE_PG_CODES = {"40P01", "40001"}
-_DEPTH = ContextVar("eventsvc_unit_of_work_depth", default=0)  # units of work this thread is inside
+# The unit of work this thread is inside: _SESSION, the Core connection of one on a connection, or None.
+_ACTIVE = ContextVar("eventsvc_unit_of_work", default=None)
+_SESSION = "session"
 _WRITE_ENGINE = "_eventsvc_write_engine"
 
 
@@ -33,7 +35,14 @@ def unit_of_work(work, *, attempts: int = 8, retry_integrity: bool = False):
     A transaction that lost a race (a lock, a stale snapshot, or with
     `retry_integrity` a unique constraint another request just satisfied) is
     run again from the start, so `work` must read everything it decides on.
+    Inside another unit of work with the session, `work()` is part of that one:
+    it commits, rolls back and is retried with it.
     """
+    active = _ACTIVE.get()
+    if active is _SESSION:
+        return work()
+    if active is not None:
+        raise RuntimeError("a unit of work with the session cannot run inside one on a Core connection")
     return _retrying(lambda: _in_session(work), attempts=attempts, retry_integrity=retry_integrity)
 
 
@@ -43,15 +52,32 @@ def unit_of_work_on_connection(work, *, attempts: int = 8, retry_integrity: bool
     The same transaction, write turn and retries, without the ORM session around them: the
     session's autobegin, snapshot and commit bookkeeping cost more CPU than a registration's
     statements, which run on the driver anyway (prepared.py). `work` must not use the session.
-    Inside another unit of work it runs on the session's connection, as part of that one.
+    Inside another unit of work it runs on that one's connection, as part of it. When the
+    session holds changes not yet committed, it runs as unit_of_work() runs, on the session's
+    connection.
     """
-    if _DEPTH.get():
+    active = _ACTIVE.get()
+    if active is _SESSION:
         return work(db.session.connection())
+    if active is not None:
+        return work(active)
     session = db.session()
-    if session.in_transaction():  # a read left open earlier in the request: end it (see _begin_write)
-        session.rollback()
+    if session.new or session.dirty or session.deleted:
+        return unit_of_work(lambda: work(db.session.connection()), attempts=attempts, retry_integrity=retry_integrity)
+    if session.in_transaction():
+        _end_read(session)
     engine = session.get_bind()
     return _retrying(lambda: _on_connection(engine, work), attempts=attempts, retry_integrity=retry_integrity)
+
+
+def _end_read(session) -> None:
+    """End a read the request left open, so what it reads after the unit of work includes what the
+    unit of work wrote (on SQLite a read keeps its snapshot). Its objects reload when next used.
+    A connection the server dropped in the meantime is let go (see extensions.close_session_safely)."""
+    try:
+        session.rollback()
+    except DBAPIError:
+        session.close()
 
 
 def _retrying(attempt_once, *, attempts: int, retry_integrity: bool):
@@ -68,7 +94,7 @@ def _retrying(attempt_once, *, attempts: int, retry_integrity: bool):
 
 
 def _in_session(work):
-    depth = _DEPTH.set(_DEPTH.get() + 1)
+    active = _ACTIVE.set(_SESSION)
     try:
         with sqlite_writer_turn():
             try:
@@ -80,16 +106,16 @@ def _in_session(work):
                 db.session.rollback()
                 raise
     finally:
-        _DEPTH.reset(depth)
+        _ACTIVE.reset(active)
 
 
 def _on_connection(engine, work):
-    depth = _DEPTH.set(_DEPTH.get() + 1)
-    try:
-        with sqlite_writer_turn(engine), _write_engine(engine).connect() as connection, connection.begin():
+    with sqlite_writer_turn(engine), _write_engine(engine).connect() as connection, connection.begin():
+        active = _ACTIVE.set(connection)
+        try:
             return work(connection)
-    finally:
-        _DEPTH.reset(depth)
+        finally:
+            _ACTIVE.reset(active)
 
 
 def _write_engine(engine):

@@ -250,9 +250,11 @@ def test_a_new_registration_commits_on_a_connection_of_its_own_and_the_request_r
     from sqlalchemy import event as sqlalchemy_event
 
     from eventsvc.registrations.services import register_by_slug
+    from eventsvc.webhooks.services import create_webhook
 
     event = make_event(capacity=1, day_before_reminder=True)
     slug = event.slug
+    create_webhook(url="https://hooks.example.org/in", event_types=["registration.created"])
     assert db.session.get(Event, event.id).places_left == 1  # a read transaction is open now
     session_begins = []
 
@@ -276,6 +278,9 @@ def test_a_new_registration_commits_on_a_connection_of_its_own_and_the_request_r
             Message.registration_id == result.registration_id, Message.status == "pending")))
     assert kinds(first) == ["confirmation", "day_before", "reminder"]
     assert kinds(second) == ["waitlisted"]
+    hooked = db.session.scalars(select(Message.payload).where(Message.event_id == event.id,
+                                                              Message.kind == "webhook")).all()
+    assert sorted(payload["body"]["data"]["status"] for payload in hooked) == ["confirmed", "waitlisted"]
 
 
 def test_a_registration_inside_another_unit_of_work_is_part_of_it(app, make_event):
@@ -294,3 +299,63 @@ def test_a_registration_inside_another_unit_of_work_is_part_of_it(app, make_even
     assert db.session.scalar(select(func.count(Registration.id)).where(Registration.event_id == event.id)) == 0
     assert db.session.scalar(select(func.count(Message.id)).where(Message.event_id == event.id)) == 0
     assert db.session.get(Event, event.id).confirmed_count == 0
+
+
+def test_a_registration_on_its_own_connection_writes_in_its_turn_and_a_session_unit_of_work_inside_is_refused(
+        app, backend, make_event):
+    """The connection's transaction is a write transaction (on SQLite: BEGIN IMMEDIATE, in the
+    process's turn), and work on it cannot open a second transaction through the session, which
+    on SQLite would wait for the write lock its own thread holds."""
+    import os
+
+    from sqlalchemy import event as sqlalchemy_event
+
+    from eventsvc.transaction import unit_of_work, unit_of_work_on_connection
+
+    slug = make_event(capacity=3).slug
+    writers = os.path.abspath(db.engine.url.database) + ".writers" if backend == "sqlite" else None
+    at_commit = []
+
+    def committing(_connection):
+        at_commit.append(_writers_file_is_free(writers) if writers else "no turn on PostgreSQL")
+
+    sqlalchemy_event.listen(db.engine, "commit", committing)
+    try:
+        from eventsvc.registrations.services import register_by_slug
+
+        assert register_by_slug(slug, name="Noor", email="noor@example.org").shown_status == "confirmed"
+    finally:
+        sqlalchemy_event.remove(db.engine, "commit", committing)
+    assert at_commit == [False] if writers else at_commit == ["no turn on PostgreSQL"]
+
+    with pytest.raises(RuntimeError, match="inside one on a Core connection"):
+        unit_of_work_on_connection(lambda connection: unit_of_work(lambda: None))
+    assert unit_of_work_on_connection(lambda outer: unit_of_work_on_connection(lambda inner: inner is outer))
+
+
+def test_a_revived_registration_retried_after_a_lost_commit_keeps_one_row_and_one_confirmation(app, make_event):
+    """The session's path (reviving a cancelled registration) retries a lost commit as the
+    connection's path does."""
+    from sqlalchemy import event as sqlalchemy_event
+    from sqlalchemy.exc import OperationalError
+
+    event = make_event(capacity=5)
+    first = register(event, name="Noor", email="noor@example.org").registration
+    cancel_registration(first)
+    commits = []
+
+    def locked_once(_connection):
+        commits.append(1)
+        if len(commits) == 1:
+            raise OperationalError("COMMIT", {}, Exception("database is locked"))
+
+    sqlalchemy_event.listen(db.engine, "commit", locked_once)
+    try:
+        result = register(event, name="Noor", email="noor@example.org")
+    finally:
+        sqlalchemy_event.remove(db.engine, "commit", locked_once)
+    assert len(commits) == 2 and result.shown_status == "confirmed" and not result.repeat
+    assert result.registration_id == first.id and result.registration.is_confirmed
+    confirmations = db.session.scalars(select(Message.dedupe_key).where(
+        Message.registration_id == first.id, Message.kind == "confirmation", Message.status == "pending")).all()
+    assert len(confirmations) == 1

@@ -2,6 +2,7 @@
 must stay interchangeable with Flask's and Flask-WTF's own: what one writes, the other reads."""
 import hashlib
 import os
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -33,6 +34,22 @@ def a_request(app):
 
 def stock_serializer(app):
     return SecureCookieSessionInterface().get_signing_serializer(app)
+
+
+@pytest.mark.parametrize("data", [{"csrf_token": "0f" * 20}, {"lang": "en", "csrf_token": "ab", "n": 3, "x": None},
+                                  {"naam": "Zoë", "ok": True, "f": 1.5}, {" t": "looks like a tag"},
+                                  {"registered": {"slug": "a"}}, {"pair": (1, 2)}])
+def test_a_session_is_written_as_the_same_json_text_as_flask_writes_it(app, data):
+    from flask.json.tag import TaggedJSONSerializer
+
+    with app.test_request_context("/"):
+        assert app.session_interface.serializer.dumps(data) == TaggedJSONSerializer().dumps(data)
+        assert app.session_interface.serializer.loads(app.session_interface.serializer.dumps(data)) == data
+    elsewhere = []  # another thread: no app context there
+    thread = threading.Thread(target=lambda: elsewhere.append(
+        (app.session_interface.serializer.dumps(data), TaggedJSONSerializer().dumps(data))))
+    thread.start(), thread.join(10)
+    assert len(elsewhere) == 1 and elsewhere[0][0] == elsewhere[0][1]
 
 
 def test_the_session_cookie_reads_back_with_flasks_own_serializer_and_the_other_way_round(app):

@@ -100,8 +100,8 @@ def register_by_slug(slug: str, *, name: str, email: str, organisation: str = ""
 
 
 class _NeedsTheSession(Exception):
-    """The registration needs mapped objects (a registration to revive or repeat, a webhook):
-    run it again in a unit of work with the ORM session."""
+    """The registration needs the mapped registration the address already has (to revive it, or
+    to answer a repeat): run it again in a unit of work with the ORM session."""
 
 
 def _counted(work, now: datetime | None) -> RegistrationResult | None:
@@ -132,7 +132,7 @@ def _register(connection, context, *, name, email, organisation, role, locale, n
     refusal = registration_refusal(event, now)
     if refusal:
         raise ServiceError(refusal)
-    if (existing_id is not None or any_webhook) and not _is_the_sessions(connection):
+    if existing_id is not None and not _is_the_sessions(connection):
         raise _NeedsTheSession
     key = normalize_email(email)
     # Locked (PostgreSQL): of two posts that revive the same cancelled registration at once
@@ -161,7 +161,8 @@ def _register(connection, context, *, name, email, organisation, role, locale, n
         notifications.notify_waitlisted(registration, now=now, connection=connection)
     if any_webhook:
         webhooks.emit("registration.created", event=event, data=webhooks.registration_data(registration),
-                      subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now)
+                      subject=f"{registration.id}:{registration.registered_at:%Y%m%dT%H%M%S%f}", now=now,
+                      connection=connection)
     return RegistrationResult(registration.id, registration.status)
 
 

@@ -21,6 +21,3 @@ class Webhook(db.Model):
     event_types: Mapped[str] = mapped_column(String(500), default=",".join(EVENT_TYPES))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def wants(self, event_type: str) -> bool:
-        return self.is_active and event_type in self.event_types.split(",")

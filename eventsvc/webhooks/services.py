@@ -49,19 +49,22 @@ def deactivate_webhook(hook: Webhook) -> None:
     unit_of_work(lambda: db.session.execute(update(Webhook).where(Webhook.id == hook.id).values(is_active=False)))
 
 
-_ACTIVE_WEBHOOKS = select(Webhook).where(Webhook.is_active.is_(True))  # built once: every registration asks
+# Built once: every registration asks. Plain rows, not mapped webhooks: one query, no objects.
+_ACTIVE_WEBHOOKS = select(Webhook.id, Webhook.event_types).where(Webhook.is_active.is_(True))
 
 
-def emit(event_type: str, *, event, subject: str, data: dict, now: datetime | None = None) -> int:
-    """Queue `event_type` for every active webhook that wants it (caller's transaction)."""
+def emit(event_type: str, *, event, subject: str, data: dict, now: datetime | None = None, connection=None) -> int:
+    """Queue `event_type` for every active webhook that wants it, in the caller's transaction:
+    the session's, or that of a unit of work on `connection` (see outbox.services.enqueue_all)."""
     now = now or utcnow()
     queued = 0
-    for hook in db.session.scalars(_ACTIVE_WEBHOOKS):
-        if not hook.wants(event_type):
+    for hook_id, event_types in (connection or db.session).execute(_ACTIVE_WEBHOOKS):
+        if event_type not in event_types.split(","):
             continue
         body = {"type": event_type, "created_at": now.isoformat(), "data": data}
-        queued += enqueue("webhook", event=event, dedupe_key=f"webhook:{hook.id}:{event_type}:{subject}",
-                          payload={"webhook_id": hook.id, "type": event_type, "body": body}, send_after=now)
+        queued += enqueue("webhook", event=event, dedupe_key=f"webhook:{hook_id}:{event_type}:{subject}",
+                          payload={"webhook_id": hook_id, "type": event_type, "body": body}, send_after=now,
+                          connection=connection)
     return queued
 
 
