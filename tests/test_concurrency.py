@@ -212,14 +212,11 @@ def _in_app(app, work):
             db.session.remove()
 
 
-def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_confirmation(app, make_event):
-    """A unit of work that loses a race after its INSERT (here: its commit finds the database
-    locked, once) is rolled back and run again. The retry writes the row anew, on SQLite under
-    the same rowid, and the registrant gets exactly what one attempt gives."""
+def _first_commit_lost(work):
+    """Run `work()` while the first COMMIT (on any connection) finds the database locked; (COMMITs, result)."""
     from sqlalchemy import event as sqlalchemy_event
     from sqlalchemy.exc import OperationalError
 
-    event = make_event(capacity=5)
     commits = []
 
     def locked_once(_connection):
@@ -229,10 +226,19 @@ def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_
 
     sqlalchemy_event.listen(db.engine, "commit", locked_once)
     try:
-        result = register(event, name="Noor", email="noor@example.org")
+        result = work()
     finally:
         sqlalchemy_event.remove(db.engine, "commit", locked_once)
-    assert len(commits) == 2 and result.shown_status == "confirmed" and not result.repeat
+    return len(commits), result
+
+
+def test_a_registration_retried_after_its_row_was_written_keeps_one_row_and_one_confirmation(app, make_event):
+    """A unit of work that loses a race after its INSERT (here: its commit finds the database
+    locked, once) is rolled back and run again. The retry writes the row anew, on SQLite under
+    the same rowid, and the registrant gets exactly what one attempt gives."""
+    event = make_event(capacity=5)
+    commits, result = _first_commit_lost(lambda: register(event, name="Noor", email="noor@example.org"))
+    assert commits == 2 and result.shown_status == "confirmed" and not result.repeat
     assert result.registration.email == "noor@example.org" and result.registration.is_confirmed
     rows = db.session.scalars(select(Registration).where(Registration.event_id == event.id)).all()
     assert [r.id for r in rows] == [result.registration.id]
@@ -336,25 +342,11 @@ def test_a_registration_on_its_own_connection_writes_in_its_turn_and_a_session_u
 def test_a_revived_registration_retried_after_a_lost_commit_keeps_one_row_and_one_confirmation(app, make_event):
     """The session's path (reviving a cancelled registration) retries a lost commit as the
     connection's path does."""
-    from sqlalchemy import event as sqlalchemy_event
-    from sqlalchemy.exc import OperationalError
-
     event = make_event(capacity=5)
     first = register(event, name="Noor", email="noor@example.org").registration
     cancel_registration(first)
-    commits = []
-
-    def locked_once(_connection):
-        commits.append(1)
-        if len(commits) == 1:
-            raise OperationalError("COMMIT", {}, Exception("database is locked"))
-
-    sqlalchemy_event.listen(db.engine, "commit", locked_once)
-    try:
-        result = register(event, name="Noor", email="noor@example.org")
-    finally:
-        sqlalchemy_event.remove(db.engine, "commit", locked_once)
-    assert len(commits) == 2 and result.shown_status == "confirmed" and not result.repeat
+    commits, result = _first_commit_lost(lambda: register(event, name="Noor", email="noor@example.org"))
+    assert commits == 2 and result.shown_status == "confirmed" and not result.repeat
     assert result.registration_id == first.id and result.registration.is_confirmed
     confirmations = db.session.scalars(select(Message.dedupe_key).where(
         Message.registration_id == first.id, Message.kind == "confirmation", Message.status == "pending")).all()
