@@ -22,19 +22,19 @@ def _insert_skipping_duplicates(select_or_rows, connection=None):
     `select_or_rows` is a SELECT, or a list of rows. Rows go to the driver's executemany
     with one constant statement, compiled once per database (prepared.py): every
     registration runs it, on SQLite while holding the database's only write lock.
-    `connection`: that of a unit of work that runs without the session (rows only).
+    `connection`: that of a unit of work that runs without the session; else the session's.
     """
-    if connection is not None:
-        return _insert_rows_skipping_duplicates(connection.dialect.name).rowcount_many(connection, select_or_rows)
-    session = db.session()
-    dialect = session.get_bind().dialect.name
-    # What the session still holds is written first, as an ORM execute would (autoflush):
-    # the rows refer to registrations, and a SELECT reads them.
-    session.flush()
+    if connection is None:
+        session = db.session()
+        # What the session still holds is written first, as an ORM execute would (autoflush):
+        # the rows refer to registrations, and a SELECT reads them.
+        session.flush()
+        connection = session.connection()
+    dialect = connection.dialect.name
     if isinstance(select_or_rows, list):
-        return _insert_rows_skipping_duplicates(dialect).rowcount_many(session.connection(), select_or_rows)
+        return _insert_rows_skipping_duplicates(dialect).rowcount_many(connection, select_or_rows)
     statement = _skipping_duplicates(_insert(dialect).from_select(COLUMNS, select_or_rows))
-    return session.connection().execute(statement, execution_options={"preserve_rowcount": True}).rowcount
+    return connection.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
 
 
 def _insert(dialect: str):
