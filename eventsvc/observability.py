@@ -351,11 +351,15 @@ def request_id() -> str:
     """This request's id: the caller's X-Request-ID when it is a sane token, else a new one."""
     # Kept in the WSGI environ, which belongs to this request alone (`g` lives
     # as long as the app context, which a test or a CLI command may share).
-    environ = request.environ
-    if _ENVIRON_ID not in environ:
+    return _request_id(request.environ)
+
+
+def _request_id(environ) -> str:
+    rid = environ.get(_ENVIRON_ID)
+    if rid is None:
         given = environ.get(_ENVIRON_ID_HEADER, "")
-        environ[_ENVIRON_ID] = given if _SANE_REQUEST_ID.match(given) else os.urandom(16).hex()
-    return environ[_ENVIRON_ID]
+        rid = environ[_ENVIRON_ID] = given if _SANE_REQUEST_ID.match(given) else os.urandom(16).hex()
+    return rid
 
 
 _REQUEST_METRICS: dict[tuple[str, str, str], tuple] = {}
@@ -373,17 +377,21 @@ def _request_metrics(method: str, endpoint: str, status: str) -> tuple:
 
 
 def _start_request():
-    request.environ[_ENVIRON_STARTED] = time.perf_counter()
-    request_id()
+    environ = request.environ
+    environ[_ENVIRON_STARTED] = time.perf_counter()
+    _request_id(environ)
 
 
 def _finish_request(response):
-    started = request.environ.get(_ENVIRON_STARTED)  # missing when an earlier before_request refused
+    this_request = request._get_current_object()  # one context lookup, not one per use
+    environ = this_request.environ
+    started = environ.get(_ENVIRON_STARTED)  # missing when an earlier before_request refused
     duration = time.perf_counter() - started if started is not None else 0.0
-    rid = request_id()
+    rid = _request_id(environ)
     response.headers[REQUEST_ID_HEADER] = rid
-    endpoint = request.url_rule.endpoint if request.url_rule is not None else "unmatched"
-    method = request.method if request.method in _METHODS else "other"
+    rule = this_request.url_rule
+    endpoint = rule.endpoint if rule is not None else "unmatched"
+    method = this_request.method if this_request.method in _METHODS else "other"
     status = str(response.status_code)
     counter, latency = _request_metrics(method, endpoint, status)
     counter.inc()
@@ -391,7 +399,7 @@ def _finish_request(response):
     level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
     if not request_log.isEnabledFor(level):
         return response
-    path = loggable_path(request.path)
+    path = loggable_path(this_request.path)
     duration_ms = round(duration * 1000, 1)
     fields = {"request_id": rid, "method": method, "path": path, "status": response.status_code,
               "duration_ms": duration_ms, "endpoint": endpoint}

@@ -112,10 +112,11 @@ def recent_read(key: Hashable, read: Callable[[], T]) -> T:
 
     Only for a request that may be served a shared page (an anonymous GET without a
     flashed message); anyone else reads the data as it is now. `None` is never kept."""
-    seconds = current_app.config["PAGE_CACHE_RECHECK_SECONDS"]
-    if seconds <= 0 or not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
+    app = current_app._get_current_object()  # each use of a context proxy costs a lookup: once
+    seconds = app.config["PAGE_CACHE_RECHECK_SECONDS"]
+    if seconds <= 0 or not app.config["PAGE_CACHE_SIZE"] or not _shareable_request(request._get_current_object()):
         return read()
-    return page_cache().recently_read(key, read, seconds)
+    return app.extensions[EXTENSION_KEY].recently_read(key, read, seconds)
 
 
 def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, forms: bool = True,
@@ -130,11 +131,12 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
     `forms=False` for a page without a POST form (the upcoming list, a calendar feed):
     no CSRF token, so no session cookie either.
     """
-    if not current_app.config["PAGE_CACHE_SIZE"] or not _shareable_request():
+    app, this_request = current_app._get_current_object(), request._get_current_object()
+    if not app.config["PAGE_CACHE_SIZE"] or not _shareable_request(this_request):
         return render(holes)
-    key = (request.endpoint, request.full_path, str(get_locale()), version)
+    key = (this_request.endpoint, this_request.full_path, str(get_locale()), version)
     token = csrf_token() if forms else None  # the same token render() puts in its forms (kept on `g`)
-    cache = page_cache()
+    cache = app.extensions[EXTENSION_KEY]
     page = cache.get(key)
     if page is None:
         page = render({name: _hole(name) for name in holes})
@@ -149,20 +151,21 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
 _SHAREABLE = "eventsvc.shareable_request"
 
 
-def _shareable_request() -> bool:
-    environ = request.environ  # asked twice per page (recent_read, cached_page): answered once
+def _shareable_request(this_request) -> bool:
+    environ = this_request.environ  # asked twice per page (recent_read, cached_page): answered once
     shareable = environ.get(_SHAREABLE)
     if shareable is None:
-        shareable = environ[_SHAREABLE] = (request.method == "GET" and "_flashes" not in session
-                                           and not _maybe_logged_in())
+        this_session = session._get_current_object()
+        shareable = environ[_SHAREABLE] = (this_request.method == "GET" and "_flashes" not in this_session
+                                           and not _maybe_logged_in(this_request, this_session))
     return shareable
 
 
-def _maybe_logged_in() -> bool:
+def _maybe_logged_in(this_request, this_session) -> bool:
     # Flask-Login keeps the organiser's id in the session, or restores it from its
     # remember cookie: without either nobody is logged in, and nothing needs loading.
-    if "_user_id" not in session and ("HTTP_COOKIE" not in request.environ
-                                      or _remember_cookie() not in request.cookies):
+    if "_user_id" not in this_session and ("HTTP_COOKIE" not in this_request.environ
+                                           or _remember_cookie() not in this_request.cookies):
         return False
     return current_user.is_authenticated
 

@@ -189,9 +189,10 @@ def _security_headers(response):
     config = current_app.config
     hsts = config["STRICT_TRANSPORT_SECURITY"] if config.get("EVENTSVC_ENV") == "production" else None
     headers = response.headers
-    present = {name.lower() for name in headers.keys()}
-    headers.extend([(name, value) for key, name, value in _default_security_headers(request.blueprint, hsts)
-                    if key not in present])
+    present = {name.lower() for name, _ in headers}
+    for key, name, value in _default_security_headers(request.blueprint, hsts):
+        if key not in present:
+            headers.add(name, value)
     return response
 
 

@@ -180,17 +180,20 @@ def csrf_token() -> str:
     """flask_wtf.csrf.generate_csrf(), with a kept serializer: this request's signed token,
     its secret half in the session. Flask-WTF reads the token it finds on `g` (its forms
     render it, its validate_csrf checks it), exactly as if it had made it."""
-    config = current_app.config
-    field_name = config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
-    if field_name not in g:
-        secret_key = config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
+    app, request_globals = current_app._get_current_object(), g._get_current_object()  # one lookup each
+    field_name = app.config.get("WTF_CSRF_FIELD_NAME") or "csrf_token"
+    token = request_globals.get(field_name)
+    if token is None:
+        secret_key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
         if not secret_key:
             raise RuntimeError("A secret key is required to use CSRF.")
-        raw = session.get(field_name)
+        this_session = session._get_current_object()
+        raw = this_session.get(field_name)
         if not isinstance(raw, str):
-            raw = session[field_name] = hashlib.sha1(os.urandom(64)).hexdigest()
-        setattr(g, field_name, _csrf_serializers(secret_key).dumps(raw))
-    return g.get(field_name)
+            raw = this_session[field_name] = hashlib.sha1(os.urandom(64)).hexdigest()
+        token = _csrf_serializers(secret_key).dumps(raw)
+        setattr(request_globals, field_name, token)
+    return token
 
 
 class _TokenWhenRendered(CSRFTokenField):
@@ -216,3 +219,4 @@ class Form(FlaskForm):
 
     class Meta:
         csrf_class = _CSRFWhenRendered
+
