@@ -7,10 +7,11 @@ from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+from .sessions import CSRFProtect
 
 # Stable constraint names, so migrations can alter them on every backend.
 NAMING_CONVENTION = {

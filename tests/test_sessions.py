@@ -141,6 +141,30 @@ def test_a_valid_post_signs_no_token_it_never_shows(app, make_event, monkeypatch
     assert signed == []
 
 
+def test_the_csrf_check_asks_for_the_method_before_the_exemptions(app, make_event, monkeypatch):
+    from eventsvc.extensions import csrf
+
+    event = make_event()
+    visitor = app.test_client()
+    assert visitor.get(f"/e/{event.slug}").status_code == 200
+    asked = []
+    monkeypatch.setattr(type(csrf), "_is_exempt", lambda self: asked.append(flask_request.method) or False)
+    assert visitor.get(f"/e/{event.slug}").status_code == 200
+    assert visitor.head("/inloggen").status_code == 200
+    assert asked == []  # a safe method: nothing to look up
+    # Every unsafe method is still checked: without a token, refused before the view runs.
+    assert visitor.post("/inloggen", data={"email": "a@example.org", "password": "x"}).status_code == 400
+    assert visitor.post("/taal", data={"lang": "en"}).status_code == 400
+    assert asked == ["POST", "POST"]
+
+
+def test_an_exempt_blueprint_still_takes_posts_without_a_token(app, make_event):
+    event = make_event()
+    response = app.test_client().post(f"/api/v1/events/{event.slug}/registrations", json={
+        "name": "Zoë de Vries", "email": "zoe@example.org", "consent": True})
+    assert response.status_code == 201, response.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("change", ["new token", "emptied", "read only", "untouched"])
 def test_our_session_cookie_and_vary_header_are_flasks(app, change):
     """SessionInterface.save_session is Flask's, apart from how it adds `Vary: Cookie`: the same
