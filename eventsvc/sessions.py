@@ -12,7 +12,8 @@ tagged types, which gives the same text for such values. What it writes reads
 back with the stock serializers (and the other way round): the same signatures,
 the same encoding, only never the compressed form. The cookie itself is set as
 Flask sets it. `Form` is a FlaskForm that makes its token only when it is
-rendered, not for every post that builds it.
+rendered, not for every post that builds it, and `CSRFProtect` is Flask-WTF's,
+checking the same requests with fewer lookups.
 """
 import hashlib
 import hmac
