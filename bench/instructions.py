@@ -3,6 +3,7 @@
     python -m bench.instructions                          # eventsvc and the minimal-insert ceiling, SQLite
     python -m bench.instructions --backends sqlite,postgresql --count 200
     python -m bench.instructions --targets eventsvc       # one side of an A/B: run, change, run again
+    python -m bench.instructions --step page              # the event page alone, as a new visitor GETs it
 
 Throughput and latency on this shared machine swing by ±15% between runs of the same
 code, so a change worth 3% cannot be seen in them. Here each target runs in one process
@@ -15,6 +16,10 @@ input counts the same whether the machine is quiet or busy, to within about 0.5%
 tokens and addresses of each run remain), so a change worth 1% or more can be compared with its
 parent. Each target takes 1–2 minutes (valgrind
 runs Python about 50 times slower). Needs valgrind (`apt-get install valgrind`).
+
+`--step page` counts only the GET of the form page (the event page, with a new CSRF token
+and session cookie for every visitor), per GET: the public page the load generator's `pages`
+workload asks for most.
 
 The test client's own work is counted too (the same for every target), so the ratio
 understates the gap between the app and the ceiling; `make bench` gives the real one.
@@ -35,6 +40,7 @@ from .procs import ROOT
 from .testclient import TARGETS, get_form, load_app, post_form, target_environment
 
 SLUG = "bench-instructions"
+STEPS = {"registration": "registration", "page": "page GET"}  # --step → what a count is per
 _DUMP = "measured"
 
 
@@ -43,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default=",".join(TARGETS), help="eventsvc and/or minimal-insert")
     parser.add_argument("--backends", default="sqlite", help="sqlite and/or postgresql")
-    parser.add_argument("--count", type=int, default=100, help="measured registrations")
-    parser.add_argument("--warmup", type=int, default=30, help="registrations before the counters are zeroed")
+    parser.add_argument("--count", type=int, default=100, help="measured iterations (registrations, or page GETs with --step page)")
+    parser.add_argument("--warmup", type=int, default=30, help="iterations before the counters are zeroed")
+    parser.add_argument("--step", choices=STEPS, default="registration",
+                        help="what one measured iteration is: a registration (GET + POST) or the page's GET")
     parser.add_argument("--drive", choices=TARGETS, help=argparse.SUPPRESS)  # inside valgrind
     args = parser.parse_args(argv)
     if args.drive:
-        drive(args.drive, args.count, args.warmup)
+        drive(args.drive, args.count, args.warmup, args.step)
         return 0
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -60,19 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     workdir = make_workdir()
     try:
         for backend in [b for b in args.backends.split(",") if b]:
-            counts = {target: count_target(target, backend, workdir, args.count, args.warmup) for target in targets}
-            for target, per_registration in counts.items():
-                line = f"{backend:10} {target:15} {per_registration / 1e6:8.3f} M instructions per registration"
+            counts = {target: count_target(target, backend, workdir, args.count, args.warmup, args.step)
+                      for target in targets}
+            for target, per_iteration in counts.items():
+                line = f"{backend:10} {target:15} {per_iteration / 1e6:8.3f} M instructions per {STEPS[args.step]}"
                 if target != "minimal-insert" and "minimal-insert" in counts:
-                    line += f"  (minimal-insert ÷ {target}: {counts['minimal-insert'] / per_registration:.0%})"
+                    line += f"  (minimal-insert ÷ {target}: {counts['minimal-insert'] / per_iteration:.0%})"
                 print(line, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
-def count_target(target: str, backend: str, workdir: Path, count: int, warmup: int) -> float:
-    """Run `target` under callgrind in a throw-away database; instructions per measured registration."""
+def count_target(target: str, backend: str, workdir: Path, count: int, warmup: int,
+                 step: str = "registration") -> float:
+    """Run `target` under callgrind in a throw-away database; instructions per measured iteration."""
     with target_environment(target, backend, workdir, slug=SLUG, capacity=count + warmup + 100,
                             label="instr") as env:
         # A fixed hash seed: with a random one, dict and set layouts (and so the count) vary a little.
@@ -81,7 +91,7 @@ def count_target(target: str, backend: str, workdir: Path, count: int, warmup: i
         started = time.monotonic()
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                         PYTHON, "-m", "bench.instructions", "--drive", target,
-                        "--count", str(count), "--warmup", str(warmup)],
+                        "--count", str(count), "--warmup", str(warmup), "--step", step],
                        env=env, cwd=ROOT, check=True, timeout=1800,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"[instructions] {backend} {target}: {time.monotonic() - started:.0f} s under valgrind",
@@ -100,19 +110,21 @@ def measured_instructions(out: Path) -> int:
     raise RuntimeError(f"no '{_DUMP}' dump beside {out}")
 
 
-def drive(target: str, count: int, warmup: int) -> None:
-    """Inside valgrind: `warmup` registrations, zero the counters, `count` registrations, dump."""
+def drive(target: str, count: int, warmup: int, step: str = "registration") -> None:
+    """Inside valgrind: `warmup` iterations, zero the counters, `count` iterations, dump."""
     app, path = load_app(target), f"/e/{SLUG}"
 
-    def register(n: int) -> None:
+    def iteration(n: int) -> None:
         client = app.test_client()  # a new visitor: no cookies
-        post_form(client, path, n, get_form(client, path, n), "instructions")
+        token = get_form(client, path, n)
+        if step == "registration":
+            post_form(client, path, n, token, "instructions")
 
     for n in range(warmup):
-        register(n)
+        iteration(n)
     _callgrind("-z")
     for n in range(warmup, warmup + count):
-        register(n)
+        iteration(n)
     _callgrind("--dump=" + _DUMP)
 
 
