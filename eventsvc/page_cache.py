@@ -102,8 +102,9 @@ def init_page_cache(app) -> None:
     app.extensions[EXTENSION_KEY] = PageCache(app.config["PAGE_CACHE_SIZE"])
 
 
-def page_cache() -> PageCache:
-    return current_app.extensions[EXTENSION_KEY]
+def page_cache(app=None) -> PageCache:
+    """This app's cache; `app` when the caller already holds the app (not the proxy)."""
+    return (app or current_app).extensions[EXTENSION_KEY]
 
 
 def recent_read(key: Hashable, read: Callable[[], T]) -> T:
@@ -116,7 +117,7 @@ def recent_read(key: Hashable, read: Callable[[], T]) -> T:
     seconds = app.config["PAGE_CACHE_RECHECK_SECONDS"]
     if seconds <= 0 or not app.config["PAGE_CACHE_SIZE"] or not _shareable_request(request._get_current_object()):
         return read()
-    return app.extensions[EXTENSION_KEY].recently_read(key, read, seconds)
+    return page_cache(app).recently_read(key, read, seconds)
 
 
 def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, forms: bool = True,
@@ -136,7 +137,7 @@ def cached_page(version: Hashable, render: Callable[[dict], str | bytes], *, for
         return render(holes)
     key = (this_request.endpoint, this_request.full_path, str(get_locale()), version)
     token = csrf_token() if forms else None  # the same token render() puts in its forms (kept on `g`)
-    cache = app.extensions[EXTENSION_KEY]
+    cache = page_cache(app)
     page = cache.get(key)
     if page is None:
         page = render({name: _hole(name) for name in holes})
